@@ -1,0 +1,166 @@
+"""The SDK-free shape of one stored token, and the rules its fields obey.
+
+Adapters turn the SDK's token objects into ``TokenRecord`` values and back;
+the queries in ``core`` only ever see records. Validation lives here so that
+every backend refuses the same values with the same message: SQLite would
+otherwise store what PostgreSQL or MySQL reject, or the reverse.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+from typing import Iterator, Optional
+
+from . import model
+
+# Fields whose values are secrets: never logged, printed or put in a repr.
+SECRET_FIELDS = ("client_secret", "access_token", "refresh_token", "grant_token")
+TOKEN_FIELDS = ("access_token", "refresh_token", "grant_token")
+
+MAX_LENGTHS = {
+    "id": model.ID_LENGTH,
+    "user_name": model.USER_NAME_LENGTH,
+    "client_id": model.CLIENT_ID_LENGTH,
+    "api_domain": model.API_DOMAIN_LENGTH,
+    "client_secret": model.SECRET_LENGTH,
+    "redirect_url": model.URL_LENGTH,
+    "access_token": model.SECRET_LENGTH,
+    "refresh_token": model.SECRET_LENGTH,
+    "grant_token": model.SECRET_LENGTH,
+}
+
+# expiry_time is a BIGINT column: a signed 64-bit integer.
+_BIGINT_MAX = 2**63 - 1
+
+
+@dataclasses.dataclass
+class TokenRecord:
+    """One user's authorization for one client app in one data centre.
+
+    ``None`` means "not known". ``expiry_time`` is in epoch milliseconds.
+    """
+
+    id: Optional[str] = None
+    user_name: Optional[str] = None
+    client_id: Optional[str] = None
+    client_secret: Optional[str] = None
+    refresh_token: Optional[str] = None
+    access_token: Optional[str] = None
+    grant_token: Optional[str] = None
+    redirect_url: Optional[str] = None
+    api_domain: Optional[str] = None
+    expiry_time: Optional[int] = None
+    created_at: Optional[dt.datetime] = None
+    updated_at: Optional[dt.datetime] = None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{name}={value!r}" for name, value in self._public())
+        held = [name for name in SECRET_FIELDS if getattr(self, name)]
+        return f"TokenRecord({shown}, holds={held})"
+
+    def _public(self) -> Iterator[tuple]:
+        for name in ("id", "user_name", "client_id", "api_domain"):
+            yield name, getattr(self, name)
+        yield "expiry_time", self.expiry_time
+
+    def secret_values(self) -> list:
+        """The secrets this record holds, for scrubbing them from messages."""
+        return [v for v in (getattr(self, n) for n in SECRET_FIELDS) if v]
+
+
+def digest(value: Optional[str]) -> Optional[str]:
+    """SHA-256 of a token, the value lookups and unique keys go through."""
+    if not value:
+        return None
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()
+
+
+def normalize_user_name(name: Optional[str]) -> Optional[str]:
+    """The stored form of a user name: trimmed and lower-cased.
+
+    Zoho treats e-mail addresses without regard to case, and names typed
+    into configuration files pick up stray spaces; both would otherwise
+    give one user two rows. An empty name means "no user".
+    """
+    if name is None:
+        return None
+    name = name.strip().lower()
+    return name or None
+
+
+def check_token_id(token_id: object) -> str:
+    """The id itself, or a TypeError/ValueError naming what was expected."""
+    if not isinstance(token_id, str):
+        raise TypeError(
+            f"token id must be a non-empty string, not {type(token_id).__name__}"
+        )
+    if not token_id:
+        raise ValueError("token id must be a non-empty string, got ''")
+    _check_text("id", token_id)
+    return token_id
+
+
+def normalized(record: TokenRecord) -> TokenRecord:
+    """A validated copy with empty strings read as "not known"."""
+    _check_types(record)
+    values = {}
+    for field in dataclasses.fields(TokenRecord):
+        value = getattr(record, field.name)
+        if isinstance(value, str) and field.name != "id" and not value:
+            value = None
+        values[field.name] = value
+    values["user_name"] = normalize_user_name(values["user_name"])
+    clean = TokenRecord(**values)
+    _check_contents(clean)
+    return clean
+
+
+def _check_types(record: TokenRecord) -> None:
+    for name in MAX_LENGTHS:
+        value = getattr(record, name)
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"token field {name} must be a string or None, "
+                f"not {type(value).__name__}"
+            )
+    expiry = record.expiry_time
+    if expiry is not None and (isinstance(expiry, bool) or not isinstance(expiry, int)):
+        raise TypeError(
+            "token field expiry_time must be an integer of epoch milliseconds"
+        )
+
+
+def _check_contents(record: TokenRecord) -> None:
+    if record.id is not None:
+        check_token_id(record.id)
+    for name in MAX_LENGTHS:
+        value = getattr(record, name)
+        if value is not None:
+            _check_text(name, value)
+    expiry = record.expiry_time
+    if expiry is not None and not 0 <= expiry <= _BIGINT_MAX:
+        raise ValueError(
+            "token field expiry_time must be epoch milliseconds between "
+            f"0 and {_BIGINT_MAX}"
+        )
+
+
+def _check_text(name: str, value: str) -> None:
+    limit = MAX_LENGTHS[name]
+    if len(value) > limit:
+        raise ValueError(
+            f"token field {name} is {len(value)} characters long; "
+            f"the column holds at most {limit}"
+        )
+    if "\x00" in value:
+        # PostgreSQL cannot store NUL in text; refusing it everywhere keeps
+        # the backends interchangeable.
+        raise ValueError(f"token field {name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValueError(
+            f"token field {name} is not valid Unicode text (lone surrogate)"
+        ) from err

@@ -1,0 +1,203 @@
+"""``SqlAlchemyStore``: the TokenStore of Zoho's current Python SDKs.
+
+The SDK (``zohocrmsdk5-0`` to ``zohocrmsdk8-0``, imported as ``zohocrmsdk``)
+calls the store before every API request. This module only translates
+between the SDK's ``OAuthToken`` objects and ``TokenRecord`` values; the
+SQL lives in ``core``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import List, Optional
+
+from sqlalchemy.engine import Engine
+
+from . import config, errors
+from .core import TokenRepository
+from .record import TokenRecord
+
+try:
+    from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+    from zohocrmsdk.src.com.zoho.api.authenticator.store.token_store import (
+        TokenStore,
+    )
+    from zohocrmsdk.src.com.zoho.crm.api.exception import SDKException
+    from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
+except ImportError as err:  # pragma: no cover - exercised without the SDK
+    raise ImportError(
+        "sqlstore.SqlAlchemyStore needs Zoho's CRM SDK: "
+        'pip install "sqlstore[zoho]" (zohocrmsdk8-0), or install the '
+        "zohocrmsdk5-0, 6-0 or 7-0 distribution your application uses"
+    ) from err
+
+log = logging.getLogger(__name__)
+
+# The SDK's error code for a failing token store.
+TOKEN_STORE = "TOKEN_STORE"
+
+# Token fields copied one for one: the SDK's getter/setter suffix is the
+# record's field name.
+_PLAIN_FIELDS = (
+    "id",
+    "client_id",
+    "client_secret",
+    "refresh_token",
+    "access_token",
+    "grant_token",
+    "redirect_url",
+    "api_domain",
+)
+
+
+class TokenStoreError(SDKException, errors.SqlStoreError):
+    """A database failure, as the SDK's SDKException with code TOKEN_STORE.
+
+    The message says what failed and where, never with a token value in
+    it; the database's own error is the ``cause`` and ``__cause__``.
+    """
+
+    def __init__(self, message: str, cause: BaseException):
+        # The SDK would append str(cause) to the message; keep it apart.
+        super().__init__(code=TOKEN_STORE, message=message)
+        self.cause = cause
+
+
+class SqlAlchemyStore(TokenStore):
+    """Keeps the SDK's OAuth tokens in any database SQLAlchemy reaches.
+
+    url: a SQLAlchemy URL; else ``SQLSTORE_DATABASE_URL``; else the SQLite
+        file ``zohooauth.db`` in the working directory.
+    engine: an engine of the application's own, used instead of a URL.
+    create_schema: run the migrations when the store is made. By default
+        only for the SQLite fallback file and in-memory SQLite; on a server
+        database the schema is created at deploy time by `sqlstore upgrade`.
+    options: connection tuning, see ``sqlstore.config.EngineOptions``.
+    """
+
+    def __init__(
+        self,
+        url: Optional[str] = None,
+        *,
+        engine: Optional[Engine] = None,
+        create_schema: Optional[bool] = None,
+        options: config.EngineOptions = config.EngineOptions(),
+    ):
+        if url is not None and engine is not None:
+            raise ValueError("pass either url or engine, not both")
+        uses_default_file = engine is None and not config.url_is_configured(url)
+        if engine is None:
+            engine = config.create_store_engine(config.database_url(url), options)
+        self.repository = TokenRepository(engine)
+        if create_schema is None:
+            create_schema = uses_default_file or config.is_memory_sqlite(
+                engine.url
+            )
+        if create_schema:
+            from . import migrate
+
+            migrate.upgrade(engine)
+
+    @property
+    def engine(self) -> Engine:
+        return self.repository.engine
+
+    def __repr__(self) -> str:
+        return f"SqlAlchemyStore(url={config.mask_url(self.engine.url)!r})"
+
+    # -- the SDK's TokenStore methods --------------------------------------
+
+    def find_token(self, token):
+        """Fill the token's missing fields from its stored row; return it.
+
+        Returns None, leaving the token as it was, when no row matches.
+        """
+        probe = to_record(_checked_token(token))
+        found = _guarded(self.repository.find, probe)
+        if found is None:
+            return None
+        fill_token(token, found)
+        return token
+
+    def save_token(self, token) -> None:
+        """Insert or update the token's row and set its id on the token."""
+        record = to_record(_checked_token(token))
+        token.set_id(_guarded(self.repository.save, record))
+
+    def delete_token(self, id) -> bool:
+        """Delete a row by id; False, not an error, when it was not there."""
+        return _guarded(self.repository.delete, id)
+
+    def get_tokens(self) -> List[OAuthToken]:
+        return [to_token(record) for record in _guarded(self.repository.all)]
+
+    def delete_tokens(self) -> int:
+        return _guarded(self.repository.delete_all)
+
+    def find_token_by_id(self, id) -> Optional[OAuthToken]:
+        found = _guarded(self.repository.find_by_id, id)
+        return to_token(found) if found is not None else None
+
+
+# -- object mapping -----------------------------------------------------------
+
+
+def to_record(token: OAuthToken) -> TokenRecord:
+    """The record of an SDK token; expires_in is parsed to milliseconds."""
+    values = {name: getattr(token, f"get_{name}")() for name in _PLAIN_FIELDS}
+    signature = token.get_user_signature()
+    values["user_name"] = signature.get_name() if signature is not None else None
+    values["expiry_time"] = _parse_expiry(token.get_expires_in())
+    return TokenRecord(**values)
+
+
+def to_token(record: TokenRecord) -> OAuthToken:
+    """A new, full SDK token holding the record's values."""
+    # With an id the SDK's constructor asks for nothing else.
+    token = OAuthToken(id=record.id)
+    fill_token(token, record)
+    return token
+
+
+def fill_token(token: OAuthToken, record: TokenRecord) -> None:
+    """Set each field the token lacks from the record."""
+    for name in _PLAIN_FIELDS:
+        value = getattr(record, name)
+        if value is not None and not getattr(token, f"get_{name}")():
+            getattr(token, f"set_{name}")(value)
+    if token.get_user_signature() is None and record.user_name:
+        token.set_user_signature(UserSignature(record.user_name))
+    if not token.get_expires_in() and record.expiry_time is not None:
+        token.set_expires_in(str(record.expiry_time))
+
+
+def _parse_expiry(expires_in) -> Optional[int]:
+    if expires_in is None or expires_in == "":
+        return None
+    if isinstance(expires_in, int) and not isinstance(expires_in, bool):
+        return expires_in
+    if isinstance(expires_in, str) and expires_in.strip().isdigit():
+        return int(expires_in.strip())
+    raise ValueError(
+        "token field expires_in must be a string of epoch milliseconds "
+        f"such as '1767225600000', got a {type(expires_in).__name__} that "
+        "is not one"
+    )
+
+
+def _checked_token(token) -> OAuthToken:
+    if not isinstance(token, OAuthToken):
+        raise TypeError(
+            "expected a zohocrmsdk OAuthToken, got "
+            f"{type(token).__module__}.{type(token).__name__}"
+        )
+    return token
+
+
+def _guarded(operation, *args):
+    """Run a repository call, raising database failures the SDK's way."""
+    try:
+        return operation(*args)
+    except (errors.StoreDatabaseError, errors.SchemaError) as err:
+        raise TokenStoreError(str(err), err.__cause__ or err) from err
+
