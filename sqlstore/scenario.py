@@ -1,0 +1,139 @@
+"""One application process using the real SDK with ``SqlAlchemyStore``.
+
+``sqlstore demo`` and the end-to-end tests start this module in fresh
+interpreters, as separate application processes would be, each pointed at
+a Zoho stand-in (``sqlstore.standin``) and one database::
+
+    python -m sqlstore.scenario '{"database_url": "...", "zoho_url": "...",
+        "client_id": "...", "client_secret": "...", "grant_token": "..."}'
+
+The process initializes the SDK with whichever of grant_token,
+refresh_token and user_name it is given, reads Leads once, and prints one
+line of JSON: how many records it read and the user and token id it ended
+with. Nothing it prints holds a token value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from typing import Optional
+
+LEAD_FIELDS = "Last_Name,Company,Email"
+
+
+@dataclass
+class Outcome:
+    records: int
+    user_name: Optional[str]
+    token_id: Optional[str]
+    error: Optional[str] = None
+
+
+def run(
+    database_url: Optional[str],
+    zoho_url: str,
+    client_id: str,
+    client_secret: str,
+    grant_token: Optional[str] = None,
+    refresh_token: Optional[str] = None,
+    user_name: Optional[str] = None,
+    store=None,
+) -> Outcome:
+    """Initialize the SDK as an application would and read Leads once.
+
+    ``store`` replaces ``database_url`` for an in-memory database, which
+    only the process that made it can reach.
+    """
+    from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+    from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
+    from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
+
+    from .standin import TOKEN_PATH
+    from .zoho import SqlAlchemyStore
+
+    if store is None:
+        store = SqlAlchemyStore(database_url)
+    token = OAuthToken(
+        client_id=client_id,
+        client_secret=client_secret,
+        grant_token=grant_token,
+        refresh_token=refresh_token,
+        user_signature=UserSignature(user_name) if user_name else None,
+    )
+    with tempfile.TemporaryDirectory() as resource_path:
+        Initializer.initialize(
+            environment=_environment(zoho_url, TOKEN_PATH),
+            token=token,
+            store=store,
+            resource_path=resource_path,
+        )
+        count = _read_leads()
+    signature = token.get_user_signature()
+    return Outcome(
+        records=count,
+        user_name=signature.get_name() if signature else None,
+        token_id=token.get_id(),
+    )
+
+
+def _environment(zoho_url: str, token_path: str):
+    from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
+
+    return DataCenter.Environment(zoho_url, zoho_url + token_path, zoho_url)
+
+
+def _read_leads() -> int:
+    from zohocrmsdk.src.com.zoho.crm.api import ParameterMap
+    from zohocrmsdk.src.com.zoho.crm.api.record import (
+        GetRecordsParam,
+        RecordOperations,
+        ResponseWrapper,
+    )
+
+    params = ParameterMap()
+    params.add(GetRecordsParam.fields, LEAD_FIELDS)
+    response = RecordOperations("Leads").get_records(params)
+    if response is None or not isinstance(response.get_object(), ResponseWrapper):
+        status = response.get_status_code() if response is not None else "none"
+        raise RuntimeError(f"reading Leads failed (HTTP status {status})")
+    return len(response.get_object().get_data())
+
+
+def run_in_new_interpreter(**arguments) -> Outcome:
+    """``run`` in a fresh Python process, as another application would."""
+    import subprocess
+
+    environment = dict(os.environ, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        environment.pop(name, None)
+    finished = subprocess.run(
+        [sys.executable, "-m", "sqlstore.scenario", json.dumps(arguments)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+    lines = finished.stdout.strip().splitlines()
+    if finished.returncode != 0 or not lines:
+        detail = (finished.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RuntimeError(f"scenario process failed: {detail}")
+    return Outcome(**json.loads(lines[-1]))
+
+
+def main(argv=None) -> int:
+    arguments = json.loads((argv or sys.argv[1:])[0])
+    try:
+        outcome = run(**arguments)
+    except Exception as err:  # reported to the parent as one line
+        print(f"{type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(asdict(outcome)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
