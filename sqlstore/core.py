@@ -77,7 +77,7 @@ class TokenRepository:
             .order_by(table.c.updated_at.desc())
             .limit(1)
         )
-        return self._read("find", lambda conn: _first(conn, statement))
+        return self._read("find_token", lambda conn: _first(conn, statement))
 
     def find_by_id(self, token_id: str) -> Optional[TokenRecord]:
         token_id = records.check_token_id(token_id)
@@ -113,7 +113,7 @@ class TokenRepository:
             # Zoho's SDK logs and swallows save errors, so a token that was
             # not kept would vanish without a trace: say so here.
             log.error(
-                "save_token failed for id=%s user=%s: %s",
+                "token not saved (id=%s, user=%s): %s",
                 record.id,
                 record.user_name,
                 err,
