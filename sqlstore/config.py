@@ -14,7 +14,7 @@ from typing import Optional
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from .errors import ConfigurationError, MissingDriverError
@@ -89,6 +89,11 @@ def create_store_engine(
         return create_engine(parsed, **kwargs)
     except ImportError as err:
         raise _missing_driver(parsed) from err
+    except NoSuchModuleError as err:
+        raise ConfigurationError(
+            f"SQLAlchemy knows no database driver {parsed.drivername!r}: "
+            "expected postgresql+psycopg2, mysql+pymysql or sqlite"
+        ) from err
 
 
 def _parse(url: "str | URL") -> URL:

@@ -164,3 +164,14 @@ def _check_text(name: str, value: str) -> None:
         raise ValueError(
             f"token field {name} is not valid Unicode text (lone surrogate)"
         ) from err
+
+
+def mask_secret(value: Optional[str]) -> str:
+    """A secret as it may be shown: four characters, length, fingerprint.
+
+    The fingerprint is the start of the value's SHA-256, enough to see that
+    a token changed and nothing to recover it from.
+    """
+    if not value:
+        return "-"
+    return f"{value[:4]}…({len(value)} chars, #{digest(value)[:6]})"

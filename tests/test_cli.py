@@ -1,0 +1,86 @@
+"""The ``sqlstore`` command, through its real entry point in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+# A whole Zoho-shaped token: what the demo must never print.
+FULL_TOKEN = re.compile(r"1000\.[0-9a-f]{16,}")
+
+
+def sqlstore(*args, cwd, env_url=None):
+    environment = dict(os.environ)
+    environment.pop("SQLSTORE_DATABASE_URL", None)
+    if env_url:
+        environment["SQLSTORE_DATABASE_URL"] = env_url
+    return subprocess.run(
+        [sys.executable, "-m", "sqlstore.cli", *args],
+        cwd=cwd,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_upgrade_current_downgrade_on_a_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    first = sqlstore("upgrade", "--url", url, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "upgraded from empty to" in first.stdout
+    again = sqlstore("upgrade", cwd=tmp_path, env_url=url)
+    assert "already at" in again.stdout
+    assert "(head)" in sqlstore("current", "--url", url, cwd=tmp_path).stdout
+    down = sqlstore("downgrade", "--url", url, "base", cwd=tmp_path)
+    assert down.returncode == 0 and "base" in down.stdout
+    assert sqlstore("current", "--url", url, cwd=tmp_path).stdout.startswith("none")
+
+
+def test_upgrade_without_a_url_uses_the_default_file(tmp_path):
+    result = sqlstore("upgrade", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "zohooauth.db").exists()
+
+
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("not a url", "not a database URL"),
+        ("postgresql+nosuchdriver://u:pw-123@127.0.0.1/db", "pw-123"),
+    ],
+)
+def test_errors_are_one_line_and_exit_1(tmp_path, url, expected):
+    result = sqlstore("upgrade", "--url", url, cwd=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    print(lines)
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    if expected == "pw-123":
+        assert "pw-123" not in result.stderr  # the password is masked
+    else:
+        assert expected in lines[0]
+
+
+def test_a_missing_driver_names_the_extra(tmp_path):
+    result = sqlstore(
+        "upgrade", "--url", "postgresql+pg8000://u@127.0.0.1/db", cwd=tmp_path
+    )
+    assert result.returncode == 1
+    assert "pip install" in result.stderr
+
+
+@pytest.mark.e2e
+def test_the_demo_shows_the_lifecycle_with_secrets_masked(tmp_path):
+    result = sqlstore("demo", cwd=tmp_path, env_url="sqlite:///ignored.db")
+    print(result.stdout)
+    assert result.returncode == 0, result.stderr
+    assert "In all: 1 grant exchange, 1 refresh, 4 processes, one row." in result.stdout
+    assert "refresh token unchanged; access token renewed." in result.stdout
+    assert (tmp_path / "zohooauth.db").exists()
+    assert not (tmp_path / "ignored.db").exists()
+    assert not FULL_TOKEN.search(result.stdout + result.stderr)
