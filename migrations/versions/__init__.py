@@ -1,0 +1,1 @@
+"""The revisions of the token table, one file each, in Alembic's order."""
