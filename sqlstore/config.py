@@ -71,22 +71,49 @@ def is_memory_sqlite(url: URL) -> bool:
     )
 
 
-def create_store_engine(
+def create_store_engines(
     url: "str | URL", options: EngineOptions = EngineOptions()
+) -> "tuple[Engine, Optional[Engine]]":
+    """The store's two engines: for transactions, and for lone statements.
+
+    The second is None for in-memory SQLite, whose one connection is the
+    whole database.
+    """
+    engine = create_store_engine(url, options)
+    if is_memory_sqlite(engine.url):
+        return engine, None
+    return engine, create_store_engine(url, options, autocommit=True)
+
+
+def create_store_engine(
+    url: "str | URL",
+    options: EngineOptions = EngineOptions(),
+    *,
+    autocommit: bool = False,
 ) -> Engine:
-    """An engine set up for short, frequent token lookups on this backend."""
+    """An engine set up for short, frequent token lookups on this backend.
+
+    With ``autocommit`` each statement commits itself: a lookup is then one
+    round trip, with no BEGIN before it and no ROLLBACK after.
+    """
     parsed = _parse(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return _sqlite_engine(parsed, options)
     kwargs = dict(
         hide_parameters=True,
+        # Every use of these engines ends its own transaction, so the
+        # pool's extra ROLLBACK on each return would be a wasted round trip.
+        pool_reset_on_return=None,
+    )
+    if autocommit:
+        kwargs["isolation_level"] = "AUTOCOMMIT"
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, options, kwargs)
+    kwargs.update(
         pool_size=options.pool_size,
         pool_recycle=options.pool_recycle,
         connect_args=_server_connect_args(parsed, options),
     )
     try:
-        return create_engine(parsed, **kwargs)
+        engine = create_engine(parsed, **kwargs)
     except ImportError as err:
         raise _missing_driver(parsed) from err
     except NoSuchModuleError as err:
@@ -94,6 +121,24 @@ def create_store_engine(
             f"SQLAlchemy knows no database driver {parsed.drivername!r}: "
             "expected postgresql+psycopg2, mysql+pymysql or sqlite"
         ) from err
+    if autocommit and parsed.get_driver_name() == "pymysql":
+        _skip_autocommit_rollback(engine)
+    return engine
+
+
+def _skip_autocommit_rollback(engine: Engine) -> None:
+    # SQLAlchemy ends every connection's use with the driver's rollback().
+    # PyMySQL sends a ROLLBACK to the server for it even in autocommit
+    # mode, where there is nothing to roll back: a second round trip on
+    # every lookup. This engine's connections are always in autocommit.
+    dialect = engine.dialect
+    rollback = dialect.do_rollback
+
+    def do_rollback(dbapi_connection):
+        if not dbapi_connection.get_autocommit():
+            rollback(dbapi_connection)
+
+    dialect.do_rollback = do_rollback
 
 
 def _parse(url: "str | URL") -> URL:
@@ -126,23 +171,23 @@ def _server_connect_args(url: URL, options: EngineOptions) -> dict:
     return {}
 
 
-def _sqlite_engine(url: URL, options: EngineOptions) -> Engine:
+def _sqlite_engine(url: URL, options: EngineOptions, kwargs: dict) -> Engine:
     if is_memory_sqlite(url):
         # One connection shared by every thread: each new connection to
         # sqlite:// would be a new, empty database.
         return create_engine(
             url,
-            hide_parameters=True,
             poolclass=StaticPool,
             connect_args={"check_same_thread": False},
+            **kwargs,
         )
     engine = create_engine(
         url,
-        hide_parameters=True,
         connect_args={
             "timeout": options.busy_timeout,
             "check_same_thread": False,
         },
+        **kwargs,
     )
     event.listen(engine, "connect", _use_wal)
     return engine

@@ -1,9 +1,12 @@
 """The queries on the token table, with no knowledge of any Zoho SDK.
 
-Each public method is one short transaction. Concurrent writers are settled
-by the table's unique constraints: a save that loses a race to another
-process re-reads the winner's row and updates it, so two workers saving the
-same user at once leave one row and no error.
+Two engines share the work. Lookups, and writes that are one statement,
+run on an autocommit engine: one round trip each, with no BEGIN before and
+no ROLLBACK after. A save that must first find its row runs as one short
+transaction on the other. Concurrent writers are settled by the table's
+unique constraints: a save that loses a race re-reads the winner's row and
+updates it, so two workers saving the same user at once leave one row and
+no error.
 """
 
 from __future__ import annotations
@@ -11,17 +14,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-import time
 import uuid
 from typing import Callable, List, Optional, TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError, IntegrityError
-from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.exc import DBAPIError
 
-from . import errors, record as records
+from . import dberrors, errors, record as records
 from .config import is_memory_sqlite, mask_url
+from .lookup import Lookup, find_statement, id_statement, lookup_for
 from .model import oauthtoken as table
 from .record import TokenRecord, digest
 from .types import utc_now
@@ -30,12 +32,34 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# How often a save is tried again after losing a race (a unique-key
-# conflict, a deadlock, a locked SQLite file) before the error is raised.
-SAVE_ATTEMPTS = 8
+# How often a call is tried after losing a race (a unique-key conflict, a
+# deadlock, a locked SQLite file) or a pooled connection, before the error
+# is raised.
+ATTEMPTS = 8
 
-_COLUMNS = [column.name for column in table.columns]
-_SELECT_ALL = select(table)
+# The columns a save may set; everything but the timestamps it manages.
+_SETTABLE = [
+    name for name in records.MAX_LENGTHS if name != "id"
+] + ["expiry_time"]
+
+_SELECT_BY_ID = select(table).where(table.c.id == bindparam("key"))
+_SELECT_ALL = select(table).order_by(table.c.created_at, table.c.id)
+_COUNT = select(func.count()).select_from(table)
+_UPDATE_BY_ID = update(table).where(table.c.id == bindparam("row_id"))
+_INSERT = insert(table)
+_DELETE_BY_ID = delete(table).where(table.c.id == bindparam("key"))
+_DELETE_ALL = delete(table)
+# A row saved before the SDK knew the user's name is the same authorization
+# as a later save with the same refresh token.
+_SAME_REFRESH = (
+    select(table.c.id)
+    .where(table.c.refresh_token_digest == bindparam("key"))
+    .where(
+        table.c.user_name.is_(None)
+        | (table.c.user_name == bindparam("user_name"))
+    )
+    .limit(1)
+)
 
 
 class _RowVanished(Exception):
@@ -43,10 +67,23 @@ class _RowVanished(Exception):
 
 
 class TokenRepository:
-    """Find, save and delete token records through one engine."""
+    """Find, save and delete token records.
 
-    def __init__(self, engine: Engine):
+    engine: runs the transactions.
+    autocommit_engine: runs single statements; an engine on the same
+        database with ``isolation_level="AUTOCOMMIT"``. Without one, they
+        run on ``engine`` too, each in a transaction of its own.
+    """
+
+    def __init__(self, engine: Engine, autocommit_engine: Optional[Engine] = None):
         self.engine = engine
+        self.autocommit_engine = autocommit_engine or engine
+        # Without an autocommit engine a lone statement needs a transaction
+        # of its own, or a write would be rolled back when it returns.
+        if autocommit_engine is not None:
+            self._one_statement = autocommit_engine.connect
+        else:
+            self._one_statement = engine.begin
         # An in-memory SQLite database is one connection shared by every
         # thread; interleaved transactions on it would corrupt each other.
         if is_memory_sqlite(engine.url):
@@ -56,6 +93,12 @@ class TokenRepository:
 
     def __repr__(self) -> str:
         return f"TokenRepository({mask_url(self.engine.url)!r})"
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+        if self.autocommit_engine is not self.engine:
+            self.autocommit_engine.dispose()
 
     # -- reads -----------------------------------------------------------
 
@@ -67,33 +110,25 @@ class TokenRepository:
         A probe that carries none matches nothing.
         """
         probe = records.normalized(probe)
-        condition, key = lookup_condition(probe)
-        if condition is None:
-            log.debug("find: the token carries no key; nothing matches")
+        lookup = lookup_for(probe)
+        if lookup is None:
+            log.debug("find_token: the token carries no key; nothing matches")
             return None
-        log.debug("find by %s", key)
-        statement = (
-            _SELECT_ALL.where(condition)
-            .order_by(table.c.updated_at.desc())
-            .limit(1)
-        )
-        return self._read("find_token", lambda conn: _first(conn, statement))
+        log.debug("find_token by %s", lookup.key)
+        statement, parameters = find_statement(lookup), lookup.parameters(probe)
+        return self._single("find_token", _first_record, statement, parameters)
 
     def find_by_id(self, token_id: str) -> Optional[TokenRecord]:
-        token_id = records.check_token_id(token_id)
-        statement = _SELECT_ALL.where(table.c.id == token_id)
-        return self._read("find_by_id", lambda conn: _first(conn, statement))
-
-    def all(self) -> List[TokenRecord]:
-        statement = _SELECT_ALL.order_by(table.c.created_at, table.c.id)
-        return self._read(
-            "get_tokens",
-            lambda conn: [_to_record(row) for row in conn.execute(statement)],
+        parameters = {"key": records.check_token_id(token_id)}
+        return self._single(
+            "find_token_by_id", _first_record, _SELECT_BY_ID, parameters
         )
 
+    def all(self) -> List[TokenRecord]:
+        return self._single("get_tokens", _all_records, _SELECT_ALL, {})
+
     def count(self) -> int:
-        statement = select(func.count()).select_from(table)
-        return self._read("count", lambda conn: conn.execute(statement).scalar())
+        return self._single("count", _scalar, _COUNT, {})
 
     # -- writes ----------------------------------------------------------
 
@@ -106,8 +141,10 @@ class TokenRepository:
         record = records.normalized(record)
         secrets = record.secret_values()
         try:
-            return self._write(
-                "save_token", lambda conn: _upsert(conn, record), secrets
+            if record.id and self._update_in_place(record, secrets):
+                return record.id
+            return self._run(
+                "save_token", lambda: self._upsert(record), secrets
             )
         except errors.SqlStoreError as err:
             # Zoho's SDK logs and swallows save errors, so a token that was
@@ -122,118 +159,93 @@ class TokenRepository:
 
     def delete(self, token_id: str) -> bool:
         """Delete one row; False when there was none with that id."""
-        token_id = records.check_token_id(token_id)
-        statement = delete(table).where(table.c.id == token_id)
-        deleted = self._write(
-            "delete_token", lambda conn: conn.execute(statement).rowcount
-        )
+        parameters = {"key": records.check_token_id(token_id)}
+        deleted = self._single("delete_token", _rowcount, _DELETE_BY_ID, parameters)
         if not deleted:
             log.info("delete_token: no token with id %s, nothing deleted", token_id)
         return bool(deleted)
 
     def delete_all(self) -> int:
         """Delete every row in one statement; returns how many went."""
-        deleted = self._write(
-            "delete_tokens", lambda conn: conn.execute(delete(table)).rowcount
-        )
+        deleted = self._single("delete_tokens", _rowcount, _DELETE_ALL, {})
         log.info("delete_tokens: %d tokens deleted", deleted)
         return deleted
 
+    def _update_in_place(self, record: TokenRecord, secrets) -> bool:
+        # The SDK's refresh saves a token that has an id: one UPDATE, no
+        # transaction around it. No row with that id: the full save runs.
+        parameters = dict(_changed_values(record), row_id=record.id)
+        updated = self._single(
+            "save_token", _rowcount, _UPDATE_BY_ID, parameters, secrets
+        )
+        return updated > 0
+
+    def _upsert(self, record: TokenRecord) -> str:
+        with self._serial, self.engine.begin() as conn:
+            row_id = _locate_for_save(conn, record)
+            if row_id is None:
+                return _insert(conn, record)
+            return _update(conn, record, row_id)
+
     # -- running statements ----------------------------------------------
 
-    def _read(self, operation: str, work: Callable[[Connection], T]) -> T:
-        def attempt() -> T:
-            with self._serial, self.engine.connect() as conn:
-                return work(conn)
+    def _single(self, operation, read, statement, parameters, secrets=()):
+        """One statement on the autocommit engine, retried if need be."""
 
-        return self._run(operation, attempt, attempts=2)
+        def attempt():
+            with self._serial, self._one_statement() as conn:
+                return read(conn.execute(statement, parameters))
 
-    def _write(
-        self, operation: str, work: Callable[[Connection], T], secrets=()
-    ) -> T:
-        def attempt() -> T:
-            with self._serial, self.engine.begin() as conn:
-                return work(conn)
+        return self._run(operation, attempt, secrets)
 
-        return self._run(operation, attempt, SAVE_ATTEMPTS, secrets)
-
-    def _run(
-        self, operation: str, attempt: Callable[[], T], attempts: int, secrets=()
-    ) -> T:
-        for number in range(1, attempts + 1):
+    def _run(self, operation: str, attempt: Callable[[], T], secrets=()) -> T:
+        for number in range(1, ATTEMPTS + 1):
             try:
                 return attempt()
             except _RowVanished:
                 continue
             except DBAPIError as err:
-                if number < attempts and _worth_retrying(err):
-                    log.debug("%s: retrying after %s", operation, _kind(err))
-                    _back_off(number)
+                retry = dberrors.is_conflict(err) or dberrors.is_transient(err)
+                if number < ATTEMPTS and retry:
+                    log.debug("%s: retrying after %s", operation, dberrors.kind(err))
+                    dberrors.back_off(number)
                     continue
                 raise self._translate(operation, err, secrets) from err
         raise errors.StoreDatabaseError(
-            f"{operation}: the row changed under every one of {attempts} attempts"
+            f"{operation}: the row changed under each of {ATTEMPTS} attempts"
         )
 
-    def _translate(
-        self, operation: str, err: DBAPIError, secrets
-    ) -> errors.SqlStoreError:
+    def _translate(self, operation, err: DBAPIError, secrets) -> errors.SqlStoreError:
         where = mask_url(self.engine.url)
-        if _is_missing_table(err):
+        if dberrors.is_missing_table(err):
             return errors.SchemaError(
                 f"{operation}: the database at {where} has no {table.name} "
                 "table; run `sqlstore upgrade` (or pass create_schema=True)"
             )
-        detail = _scrub(_first_line(err), list(secrets))
         return errors.StoreDatabaseError(
-            f"{operation} failed on {where}: {_kind(err)}: {detail}"
+            f"{operation} failed on {where}: {dberrors.kind(err)}: "
+            f"{dberrors.describe(err, secrets)}"
         )
 
 
-# -- lookups ---------------------------------------------------------------
+# -- reading results ---------------------------------------------------------
 
 
-def lookup_condition(probe: TokenRecord):
-    """The WHERE clause a (normalized) probe selects by, and the key's name."""
-    if probe.id:
-        return table.c.id == probe.id, "id"
-    key = _key_condition(probe)
-    if key is None:
-        return None, None
-    condition, name = key
-    if probe.client_id:
-        condition = condition & (table.c.client_id == probe.client_id)
-    if probe.api_domain:
-        condition = condition & (table.c.api_domain == probe.api_domain)
-    if probe.grant_token and name == "user_name":
-        # A grant token the store has not seen is a new authorization: the
-        # SDK must exchange it rather than reuse the user's stored tokens.
-        condition = condition & (
-            table.c.grant_token_digest == digest(probe.grant_token)
-        )
-    return condition, name
-
-
-def _key_condition(probe: TokenRecord):
-    if probe.user_name:
-        return table.c.user_name == probe.user_name, "user_name"
-    if probe.access_token and not probe.client_id:
-        return _digest_equals("access_token", probe.access_token)
-    for name in ("grant_token", "refresh_token", "access_token"):
-        value = getattr(probe, name)
-        if value:
-            return _digest_equals(name, value)
-    return None
-
-
-def _digest_equals(name: str, value: str):
-    column = table.c[f"{name}_digest"]
-    return column == digest(value), name
-
-
-def _first(conn: Connection, statement) -> Optional[TokenRecord]:
-    row = conn.execute(statement).first()
+def _first_record(result) -> Optional[TokenRecord]:
+    row = result.first()
     return _to_record(row) if row is not None else None
+
+
+def _all_records(result) -> List[TokenRecord]:
+    return [_to_record(row) for row in result]
+
+
+def _scalar(result):
+    return result.scalar()
+
+
+def _rowcount(result) -> int:
+    return result.rowcount
 
 
 def _to_record(row) -> TokenRecord:
@@ -254,136 +266,63 @@ def _to_record(row) -> TokenRecord:
     )
 
 
-# -- saving ----------------------------------------------------------------
-
-
-def _upsert(conn: Connection, record: TokenRecord) -> str:
-    row_id = _locate_for_save(conn, record)
-    if row_id is not None:
-        values = _changed_values(record)
-        if record.id and record.id != row_id:
-            values["id"] = record.id  # the caller's id names the row from now
-        result = conn.execute(
-            update(table).where(table.c.id == row_id).values(**values)
-        )
-        if result.rowcount:
-            return values.get("id", row_id)
-        # Deleted since we looked: the next attempt inserts it afresh.
-        raise _RowVanished()
-    new_id = record.id or str(uuid.uuid4())
-    conn.execute(insert(table).values(**_insert_values(record, new_id)))
-    return new_id
+# -- saving ------------------------------------------------------------------
 
 
 def _locate_for_save(conn: Connection, record: TokenRecord) -> Optional[str]:
     """The id of the row this record updates, or None to insert one."""
-    candidates = []
     if record.id:
-        candidates.append(table.c.id == record.id)
-    probe = TokenRecord(**{**record.__dict__, "id": None, "grant_token": None})
-    condition, _ = lookup_condition(probe)
-    if condition is not None:
-        candidates.append(condition)
-    if record.refresh_token:
-        # A row stored before the SDK knew the user's name is the same
-        # authorization when it holds the same refresh token.
-        same_user = table.c.user_name.is_(None)
-        if record.user_name:
-            same_user = same_user | (table.c.user_name == record.user_name)
-        candidates.append(
-            (table.c.refresh_token_digest == digest(record.refresh_token))
-            & same_user
-        )
-    for condition in candidates:
-        statement = (
-            select(table.c.id)
-            .where(condition)
-            .order_by(table.c.updated_at.desc())
-            .limit(1)
-        )
-        row_id = conn.execute(statement).scalar()
+        found = conn.execute(id_statement(Lookup("id")), {"key": record.id})
+        row_id = found.scalar()
         if row_id is not None:
             return row_id
+    # Saving is keyed like finding, except that a grant token does not
+    # narrow: a new authorization replaces the user's row.
+    probe = TokenRecord(**{**record.__dict__, "id": None, "grant_token": None})
+    lookup = lookup_for(probe)
+    if lookup is not None:
+        found = conn.execute(id_statement(lookup), lookup.parameters(probe))
+        row_id = found.scalar()
+        if row_id is not None:
+            return row_id
+    if record.refresh_token:
+        parameters = {
+            "key": digest(record.refresh_token),
+            "user_name": record.user_name,
+        }
+        return conn.execute(_SAME_REFRESH, parameters).scalar()
     return None
 
 
+def _update(conn: Connection, record: TokenRecord, row_id: str) -> str:
+    values = _changed_values(record)
+    if record.id and record.id != row_id:
+        values["id"] = record.id  # the caller's id names the row from now on
+    result = conn.execute(_UPDATE_BY_ID, dict(values, row_id=row_id))
+    if not result.rowcount:
+        raise _RowVanished()
+    return values.get("id", row_id)
+
+
+def _insert(conn: Connection, record: TokenRecord) -> str:
+    new_id = record.id or str(uuid.uuid4())
+    values = _changed_values(record)
+    values.setdefault("client_id", "")
+    values.setdefault("api_domain", "")
+    values.update(id=new_id, created_at=values["updated_at"])
+    conn.execute(_INSERT, values)
+    return new_id
+
+
 def _changed_values(record: TokenRecord) -> dict:
-    values = {
-        name: getattr(record, name)
-        for name in _COLUMNS
-        if name in records.MAX_LENGTHS or name == "expiry_time"
-    }
-    values = {k: v for k, v in values.items() if v is not None and k != "id"}
+    """The columns a save sets: every field the record knows, and digests."""
+    values = {}
+    for name in _SETTABLE:
+        value = getattr(record, name)
+        if value is not None:
+            values[name] = value
     for name in records.TOKEN_FIELDS:
         if name in values:
             values[f"{name}_digest"] = digest(values[name])
     values["updated_at"] = utc_now()
     return values
-
-
-def _insert_values(record: TokenRecord, new_id: str) -> dict:
-    values = _changed_values(record)
-    values["id"] = new_id
-    values.setdefault("client_id", "")
-    values.setdefault("api_domain", "")
-    values["created_at"] = values["updated_at"]
-    return values
-
-
-# -- errors ----------------------------------------------------------------
-
-# Errors that a second try can win: unique-key races, deadlocks,
-# serialization failures, a locked SQLite file, a connection the server
-# dropped while idle in the pool.
-_RETRY_SQLSTATES = {"40001", "40P01"}
-_RETRY_MYSQL_CODES = {1205, 1213}
-_MISSING_TABLE_SQLSTATES = {"42P01"}
-_MISSING_TABLE_MYSQL_CODES = {1146}
-
-
-def _worth_retrying(err: DBAPIError) -> bool:
-    if isinstance(err, IntegrityError) or err.connection_invalidated:
-        return True
-    orig = err.orig
-    if getattr(orig, "pgcode", None) in _RETRY_SQLSTATES:
-        return True
-    if _mysql_code(orig) in _RETRY_MYSQL_CODES:
-        return True
-    message = str(orig).lower()
-    return "database is locked" in message or "database is busy" in message
-
-
-def _is_missing_table(err: DBAPIError) -> bool:
-    orig = err.orig
-    if getattr(orig, "pgcode", None) in _MISSING_TABLE_SQLSTATES:
-        return True
-    if _mysql_code(orig) in _MISSING_TABLE_MYSQL_CODES:
-        return True
-    return "no such table" in str(orig).lower()
-
-
-def _mysql_code(orig) -> Optional[int]:
-    args = getattr(orig, "args", ())
-    if args and isinstance(args[0], int):
-        return args[0]
-    return None
-
-
-def _kind(err: DBAPIError) -> str:
-    return type(err.orig).__name__ if err.orig is not None else type(err).__name__
-
-
-def _first_line(err: DBAPIError) -> str:
-    text = str(err.orig) if err.orig is not None else str(err)
-    return text.strip().splitlines()[0] if text.strip() else "no message"
-
-
-def _back_off(attempt: int) -> None:
-    # Short, growing pauses: the competing transaction is one row long.
-    time.sleep(min(0.2, 0.005 * 2**attempt) * (0.5 + uuid.uuid4().int % 100 / 100))
-
-
-def _scrub(text: str, secrets: List[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text

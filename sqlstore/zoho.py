@@ -86,9 +86,12 @@ class SqlAlchemyStore(TokenStore):
         if url is not None and engine is not None:
             raise ValueError("pass either url or engine, not both")
         uses_default_file = engine is None and not config.url_is_configured(url)
+        autocommit_engine = None
         if engine is None:
-            engine = config.create_store_engine(config.database_url(url), options)
-        self.repository = TokenRepository(engine)
+            engine, autocommit_engine = config.create_store_engines(
+                config.database_url(url), options
+            )
+        self.repository = TokenRepository(engine, autocommit_engine)
         if create_schema is None:
             create_schema = uses_default_file or config.is_memory_sqlite(
                 engine.url
@@ -104,6 +107,10 @@ class SqlAlchemyStore(TokenStore):
 
     def __repr__(self) -> str:
         return f"SqlAlchemyStore(url={config.mask_url(self.engine.url)!r})"
+
+    def close(self) -> None:
+        """Close the store's pooled connections (it reconnects if used)."""
+        self.repository.dispose()
 
     # -- the SDK's TokenStore methods --------------------------------------
 

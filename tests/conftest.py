@@ -127,4 +127,4 @@ def store(database_url):
 
     made = SqlAlchemyStore(database_url)
     yield made
-    made.engine.dispose()
+    made.close()

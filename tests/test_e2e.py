@@ -83,4 +83,4 @@ def test_grant_reuse_and_refresh_across_processes(backend, database_url, zoho):
     assert after[0]["access_token"] != rows[0]["access_token"]
     assert after[0]["refresh_token"] == rows[0]["refresh_token"]
     assert after[0]["expiry_time"] > 1000
-    store.engine.dispose()
+    store.close()

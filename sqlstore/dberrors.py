@@ -1,0 +1,86 @@
+"""What a database error means for the store: retry it, or report it.
+
+Drivers say the same thing in different ways: PostgreSQL through SQLSTATE
+codes, MySQL and MariaDB through numbers, SQLite through its message. This
+module reads them so that the queries in ``core`` need not.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Iterable, Optional
+
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+# Errors that a second attempt can win: deadlocks and serialization
+# failures (PostgreSQL 40P01/40001, MySQL 1213), lock wait timeouts (MySQL
+# 1205), a locked SQLite file, and connections the server dropped while
+# they sat in the pool.
+_RETRY_SQLSTATES = {"40001", "40P01"}
+_RETRY_MYSQL_CODES = {1205, 1213}
+_RETRY_SQLITE_MESSAGES = ("database is locked", "database is busy")
+_MISSING_TABLE_SQLSTATES = {"42P01"}
+_MISSING_TABLE_MYSQL_CODES = {1146}
+
+
+def is_conflict(err: DBAPIError) -> bool:
+    """A unique key said no: another writer got there first."""
+    return isinstance(err, IntegrityError)
+
+
+def is_transient(err: DBAPIError) -> bool:
+    """An error that says nothing about the statement, only about timing."""
+    if err.connection_invalidated:
+        return True
+    orig = err.orig
+    if getattr(orig, "pgcode", None) in _RETRY_SQLSTATES:
+        return True
+    if mysql_code(orig) in _RETRY_MYSQL_CODES:
+        return True
+    message = str(orig).lower()
+    return any(text in message for text in _RETRY_SQLITE_MESSAGES)
+
+
+def is_missing_table(err: DBAPIError) -> bool:
+    orig = err.orig
+    if getattr(orig, "pgcode", None) in _MISSING_TABLE_SQLSTATES:
+        return True
+    if mysql_code(orig) in _MISSING_TABLE_MYSQL_CODES:
+        return True
+    return "no such table" in str(orig).lower()
+
+
+def mysql_code(orig) -> Optional[int]:
+    args = getattr(orig, "args", ())
+    if args and isinstance(args[0], int):
+        return args[0]
+    return None
+
+
+def kind(err: DBAPIError) -> str:
+    """The driver's name for the error, e.g. ``OperationalError``."""
+    return type(err.orig).__name__ if err.orig is not None else type(err).__name__
+
+
+def describe(err: DBAPIError, secrets: Iterable[str] = ()) -> str:
+    """The first line of the driver's message, with any secret blanked.
+
+    Bound parameters are hidden by the engine, but a driver may still quote
+    a value back (MySQL's "Duplicate entry '...'"), so the values the
+    failing call carried are blanked as well.
+    """
+    text = str(err.orig) if err.orig is not None else str(err)
+    lines = text.strip().splitlines()
+    first = lines[0] if lines else "no message"
+    for secret in secrets:
+        if secret:
+            first = first.replace(secret, "***")
+    return first
+
+
+def back_off(attempt: int) -> None:
+    """Sleep a little longer after each lost race, with jitter."""
+    # The competing transaction is one row long: a few milliseconds.
+    ceiling = min(0.25, 0.004 * 2**attempt)
+    time.sleep(random.uniform(ceiling / 2, ceiling))
