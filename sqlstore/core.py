@@ -21,7 +21,8 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from . import dberrors, errors, record as records
+from . import dberrors, errors
+from . import record as records
 from .config import is_memory_sqlite, mask_url
 from .lookup import Lookup, find_statement, id_statement, lookup_for
 from .model import oauthtoken as table

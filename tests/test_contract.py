@@ -9,10 +9,7 @@ import uuid
 import pytest
 from sqlalchemy import text
 from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
-from zohocrmsdk.src.com.zoho.crm.api.exception import SDKException
 from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
-
-from sqlstore import SqlAlchemyStore
 
 CLIENT = "1000.CLIENTAPPONE"
 SECRET = "client-secret-" + "s" * 28
@@ -332,7 +329,9 @@ def test_values_of_any_content_round_trip(store, value):
     store.save_token(token)
     found = store.find_token_by_id(token.get_id())
     assert_same_token(found, token)
-    probe = OAuthToken(client_id=value[:200], client_secret=value, refresh_token=value + "r")
+    probe = OAuthToken(
+        client_id=value[:200], client_secret=value, refresh_token=value + "r"
+    )
     assert store.find_token(probe) is probe
     assert rows(store) == 1
 
@@ -411,7 +410,8 @@ def test_non_tokens_are_refused(store, method, bad):
 
 @pytest.mark.parametrize("method", ["find_token_by_id", "delete_token"])
 @pytest.mark.parametrize(
-    "bad, error", [(None, TypeError), (7, TypeError), (b"id", TypeError), ("", ValueError)]
+    "bad, error",
+    [(None, TypeError), (7, TypeError), (b"id", TypeError), ("", ValueError)],
 )
 def test_ids_must_be_non_empty_strings(store, method, bad, error):
     with pytest.raises(error, match="non-empty string"):

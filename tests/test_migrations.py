@@ -12,7 +12,6 @@ from an empty schema and puts back the revision it found when it ends.
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import os
 import pathlib
@@ -27,28 +26,19 @@ from typing import Dict, Iterator, List, Optional, Union
 
 import pytest
 from alembic import command
+from backends import server_url_or_skip
 from alembic.config import Config
 from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Engine
 
 from sqlstore import migrate
-from sqlstore.config import ENV_VAR, EngineOptions, create_store_engine, mask_url
+from sqlstore.config import ENV_VAR, create_store_engine, mask_url
 from sqlstore.errors import ConfigurationError, SchemaError
 from sqlstore.migrate import VERSION_TABLE, SchemaStatus
 from sqlstore.model import Base, TABLE_NAME
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 HEAD = "26072f260166"
-
-POSTGRES_URL = os.environ.get(
-    "SQLSTORE_TEST_POSTGRES_URL",
-    "postgresql+psycopg2://postgres@127.0.0.1:5432/sqlstore_test",
-)
-MYSQL_URL = os.environ.get(
-    "SQLSTORE_TEST_MYSQL_URL",
-    "mysql+pymysql://root@127.0.0.1:3306/sqlstore_test",
-)
-SERVER_URLS = {"postgresql": POSTGRES_URL, "mariadb": MYSQL_URL}
 
 ALL_BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql", "mariadb"]
 # Backends another process can reach: not an in-memory database.
@@ -85,31 +75,6 @@ class Database:
             conn.execute(text(sql))
 
 
-@functools.lru_cache(maxsize=None)
-def _server_problem(url: str) -> Optional[str]:
-    """None if the server answers, else what went wrong, in one line."""
-    engine = create_store_engine(url, EngineOptions(connect_timeout=3))
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        return None
-    except Exception as err:  # whatever it is, the backend is unusable
-        return str(err).strip().splitlines()[0]
-    finally:
-        engine.dispose()
-
-
-def _server_url_or_skip(name: str) -> str:
-    url = SERVER_URLS[name]
-    problem = _server_problem(url)
-    if problem is None:
-        return url
-    reason = f"{name} not reachable at {mask_url(url)}: {problem}"
-    if os.environ.get("SQLSTORE_REQUIRE_BACKENDS") == "1":
-        pytest.fail(f"{reason} (SQLSTORE_REQUIRE_BACKENDS=1)", pytrace=False)
-    pytest.skip(reason)
-
-
 def _empty(db: Database) -> None:
     """Drop what the migrations made, going through them where possible."""
     if migrate.current(db.target) is not None:
@@ -128,7 +93,7 @@ def _open(name: str, tmp_path: pathlib.Path) -> Database:
     if name == "sqlite-file":
         url = f"sqlite:///{tmp_path / 'tokens.db'}"
     else:
-        url = _server_url_or_skip(name)
+        url = server_url_or_skip(name)
     return Database(name, url, create_store_engine(url), url)
 
 
