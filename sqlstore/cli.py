@@ -40,13 +40,13 @@ def cli(verbose: bool) -> None:
 def upgrade(url, revision) -> None:
     """Create or upgrade the token table (run at deploy time)."""
     target = config.database_url(url)
-    before = migrate.current(target)
-    after = migrate.upgrade(target, revision)
+    change = migrate.upgrade_change(target, revision)
     where = config.mask_url(target)
-    if before == after:
+    after = change.after or "base (no table)"
+    if change.before == change.after:
         click.echo(f"{where}: already at {after}")
     else:
-        click.echo(f"{where}: upgraded from {before or 'empty'} to {after}")
+        click.echo(f"{where}: upgraded from {change.before or 'empty'} to {after}")
 
 
 @cli.command()
@@ -63,11 +63,8 @@ def downgrade(url, revision) -> None:
 @url_option
 def current(url) -> None:
     """Print the database's schema revision and whether it is the newest."""
-    target = config.database_url(url)
-    revision = migrate.current(target)
-    head = migrate.head_revision()
-    state = "head" if revision == head else f"behind head {head}"
-    click.echo(f"{revision or 'none'} ({state})")
+    state = migrate.schema_state(config.database_url(url))
+    click.echo(f"{state.current or 'none'} ({state.describe()})")
 
 
 @cli.command()

@@ -9,21 +9,26 @@ into an exception or a log line.
 from __future__ import annotations
 
 import os
+import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Optional
 
 from sqlalchemy import create_engine, event
-from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
-from .errors import ConfigurationError, MissingDriverError
+from .errors import ConfigurationError
+from .urls import (  # noqa: F401 (mask_url is imported from here too)
+    mask_url,
+    missing_driver,
+    parse_url,
+    unknown_driver,
+)
 
 ENV_VAR = "SQLSTORE_DATABASE_URL"
 DEFAULT_URL = "sqlite:///zohooauth.db"
-
-# The extra that installs each backend's driver, for the error message.
-_DRIVER_EXTRAS = {"postgresql": "postgres", "mysql": "mysql", "mariadb": "mysql"}
 
 
 @dataclass(frozen=True)
@@ -31,14 +36,26 @@ class EngineOptions:
     """Tuning of the engine a store makes for itself.
 
     connect_timeout: seconds to wait for a server to accept a connection.
+    statement_timeout: seconds a statement may wait for the server's
+        answer. PostgreSQL: the server cancels a slower statement, and TCP
+        keepalives and the TCP user timeout drop a connection whose peer
+        stopped answering within about as long. MySQL: the driver's read
+        and write timeouts, which also bound the handshake of a new
+        connection to a server that accepts and then says nothing.
     busy_timeout: seconds an SQLite writer waits for another one's lock.
+    sqlite_synchronous: when an SQLite commit returns. "FULL" (the
+        default): once it is on disk, so a returned save survives a power
+        cut. "NORMAL": sooner, and still safe if the application crashes,
+        but the machine's crash may undo the last saves.
     pool_size: connections kept open to a server database.
     pool_recycle: seconds after which a pooled connection is replaced,
         before MySQL's own idle timeout closes it under us.
     """
 
     connect_timeout: float = 10.0
+    statement_timeout: float = 10.0
     busy_timeout: float = 30.0
+    sqlite_synchronous: str = "FULL"
     pool_size: int = 5
     pool_recycle: int = 1800
 
@@ -55,20 +72,25 @@ def url_is_configured(url: Optional[str] = None) -> bool:
     return bool(url or os.environ.get(ENV_VAR))
 
 
-def mask_url(url: "str | URL") -> str:
-    """The URL with its password replaced by ``***``, safe to print."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable URL>"
-
-
 def is_memory_sqlite(url: URL) -> bool:
     return url.get_backend_name() == "sqlite" and url.database in (
         None,
         "",
         ":memory:",
     )
+
+
+def check_engine(engine: Engine) -> None:
+    """Refuse an engine the store cannot work with, saying what to do."""
+    if is_memory_sqlite(engine.url) and not isinstance(engine.pool, StaticPool):
+        # SQLAlchemy's default pool gives each thread its own connection,
+        # and so its own empty in-memory database.
+        raise ConfigurationError(
+            "an in-memory SQLite engine must use StaticPool so that every "
+            "thread sees one database: pass url='sqlite://' instead, or "
+            "create_engine('sqlite://', poolclass=StaticPool, "
+            "connect_args={'check_same_thread': False})"
+        )
 
 
 def create_store_engines(
@@ -96,7 +118,7 @@ def create_store_engine(
     With ``autocommit`` each statement commits itself: a lookup is then one
     round trip, with no BEGIN before it and no ROLLBACK after.
     """
-    parsed = _parse(url)
+    parsed = parse_url(url)
     kwargs = dict(
         hide_parameters=True,
         # Every use of these engines ends its own transaction, so the
@@ -107,23 +129,28 @@ def create_store_engine(
         kwargs["isolation_level"] = "AUTOCOMMIT"
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, options, kwargs)
-    kwargs.update(
-        pool_size=options.pool_size,
-        pool_recycle=options.pool_recycle,
-        connect_args=_server_connect_args(parsed, options),
-    )
     try:
+        kwargs.update(
+            pool_size=options.pool_size,
+            pool_recycle=options.pool_recycle,
+            connect_args=_unless_in_url(
+                parsed, _server_connect_args(parsed, options)
+            ),
+        )
         engine = create_engine(parsed, **kwargs)
     except ImportError as err:
-        raise _missing_driver(parsed) from err
+        raise missing_driver(parsed, getattr(err, "name", None)) from err
     except NoSuchModuleError as err:
-        raise ConfigurationError(
-            f"SQLAlchemy knows no database driver {parsed.drivername!r}: "
-            "expected postgresql+psycopg2, mysql+pymysql or sqlite"
-        ) from err
+        raise unknown_driver(parsed) from err
     if autocommit and parsed.get_driver_name() == "pymysql":
         _skip_autocommit_rollback(engine)
     return engine
+
+
+def _unless_in_url(url: URL, connect_args: dict) -> dict:
+    # A setting written into the URL (?connect_timeout=3) is the user's
+    # explicit choice, and wins over the defaults of EngineOptions.
+    return {k: v for k, v in connect_args.items() if k not in url.query}
 
 
 def _skip_autocommit_rollback(engine: Engine) -> None:
@@ -141,33 +168,38 @@ def _skip_autocommit_rollback(engine: Engine) -> None:
     dialect.do_rollback = do_rollback
 
 
-def _parse(url: "str | URL") -> URL:
-    try:
-        return make_url(url)
-    except ArgumentError as err:
-        raise ConfigurationError(
-            "not a database URL: expected something like "
-            "postgresql://user@host/db, mysql+pymysql://user@host/db or "
-            "sqlite:///file.db"
-        ) from err
-
-
-def _missing_driver(url: URL) -> MissingDriverError:
-    backend = url.get_backend_name()
-    extra = _DRIVER_EXTRAS.get(backend)
-    hint = f'pip install "sqlstore[{extra}]"' if extra else "install its driver"
-    return MissingDriverError(
-        f"the driver for {url.drivername} is not installed: {hint}"
-    )
-
-
 def _server_connect_args(url: URL, options: EngineOptions) -> dict:
     timeout = max(1, int(options.connect_timeout))
+    wait = max(0.001, options.statement_timeout)
     driver = url.get_driver_name()
     if driver == "psycopg2":
-        return {"connect_timeout": timeout}
+        # statement_timeout runs in the server: it ends a slow statement,
+        # not a silent network. Keepalives (about 3 probe periods) and the
+        # TCP user timeout drop such a connection, idle or waiting.
+        probe = max(1, int(wait / 3))
+        args = {
+            "connect_timeout": timeout,
+            "options": f"-c statement_timeout={int(wait * 1000)}",
+            "keepalives": 1,
+            "keepalives_idle": probe,
+            "keepalives_interval": probe,
+            "keepalives_count": 2,
+        }
+        try:  # libpq knows the TCP user timeout from version 12 on
+            from psycopg2.extensions import libpq_version
+
+            if libpq_version() >= 120000:
+                args["tcp_user_timeout"] = int(wait * 1000)
+        except ImportError:
+            pass  # create_engine reports the missing driver
+        return args
     if driver == "pymysql":
-        return {"connect_timeout": timeout, "charset": "utf8mb4"}
+        return {
+            "connect_timeout": timeout,
+            "read_timeout": wait,
+            "write_timeout": wait,
+            "charset": "utf8mb4",
+        }
     return {}
 
 
@@ -181,23 +213,77 @@ def _sqlite_engine(url: URL, options: EngineOptions, kwargs: dict) -> Engine:
             connect_args={"check_same_thread": False},
             **kwargs,
         )
+    synchronous = _sqlite_synchronous(options)
     engine = create_engine(
         url,
         connect_args={
+            # SQLite's busy timeout: a writer waits this long for the lock.
             "timeout": options.busy_timeout,
             "check_same_thread": False,
         },
         **kwargs,
     )
-    event.listen(engine, "connect", _use_wal)
+
+    def set_up(dbapi_connection, _record):
+        _use_wal(dbapi_connection, options.busy_timeout)
+        _pragma(dbapi_connection, f"synchronous={synchronous}")
+
+    event.listen(engine, "connect", set_up)
+    if kwargs.get("isolation_level") != "AUTOCOMMIT":
+        event.listen(engine, "begin", _begin_immediate)
     return engine
 
 
-def _use_wal(dbapi_connection, _record):
+# A pragma takes no bound parameter: the option is checked against these
+# before it is written into one.
+_SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def _sqlite_synchronous(options: EngineOptions) -> str:
+    value = str(options.sqlite_synchronous).upper()
+    if value not in _SQLITE_SYNCHRONOUS:
+        raise ConfigurationError(
+            f"sqlite_synchronous must be one of {', '.join(_SQLITE_SYNCHRONOUS)}"
+        )
+    return value
+
+
+def _use_wal(dbapi_connection, busy_timeout: float) -> None:
     # WAL lets readers go on while one process writes, which is what
-    # several workers sharing one file need.
+    # several workers sharing one file need. Turning a new file to WAL
+    # needs the file to itself, and SQLite says "database is locked" at
+    # once, without waiting out its busy timeout, when another process
+    # opens the file at that moment: that wait is done here instead.
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.005
+    while True:
+        try:
+            _pragma(dbapi_connection, "journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() >= deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
+def _pragma(dbapi_connection, setting: str) -> None:
     cursor = dbapi_connection.cursor()
     try:
-        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA {setting}")
     finally:
         cursor.close()
+
+
+def _begin_immediate(conn) -> None:
+    # Python's sqlite3 sends no BEGIN until the first INSERT or UPDATE, so
+    # a save's locate-then-write would read outside its transaction. A
+    # plain BEGIN would not help: a transaction that has read and then
+    # writes gets "database is locked" at once when another process wrote
+    # in between, with no busy timeout. BEGIN IMMEDIATE takes the write
+    # lock first, waiting out the busy timeout, so that the locate and the
+    # write are one unit that nothing can come between.
+    driver = conn.connection.driver_connection
+    if driver.isolation_level is None or driver.in_transaction:
+        return  # autocommit asked for, or a transaction already open
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -139,7 +139,11 @@ class TokenRepository:
         Fields the record leaves empty keep their stored values: Zoho's
         refresh answer carries no refresh token, and must not erase it.
         """
-        record = records.normalized(record)
+        try:
+            record = records.normalized(record)
+        except (TypeError, ValueError) as err:
+            log.error("token not saved: %s", err)
+            raise
         secrets = record.secret_values()
         try:
             if record.id and self._update_in_place(record, secrets):
@@ -177,7 +181,14 @@ class TokenRepository:
         # transaction around it. No row with that id: the full save runs.
         parameters = dict(_changed_values(record), row_id=record.id)
         updated = self._single(
-            "save_token", _rowcount, _UPDATE_BY_ID, parameters, secrets
+            "save_token",
+            _rowcount,
+            _UPDATE_BY_ID,
+            parameters,
+            secrets,
+            # A unique key refusing an update by id is no race: the values
+            # belong to another row, and trying again will not change that.
+            retry_conflicts=False,
         )
         return updated > 0
 
@@ -190,23 +201,32 @@ class TokenRepository:
 
     # -- running statements ----------------------------------------------
 
-    def _single(self, operation, read, statement, parameters, secrets=()):
+    def _single(
+        self, operation, read, statement, parameters, secrets=(), **retry
+    ):
         """One statement on the autocommit engine, retried if need be."""
 
         def attempt():
             with self._serial, self._one_statement() as conn:
                 return read(conn.execute(statement, parameters))
 
-        return self._run(operation, attempt, secrets)
+        return self._run(operation, attempt, secrets, **retry)
 
-    def _run(self, operation: str, attempt: Callable[[], T], secrets=()) -> T:
+    def _run(
+        self,
+        operation: str,
+        attempt: Callable[[], T],
+        secrets=(),
+        retry_conflicts: bool = True,
+    ) -> T:
         for number in range(1, ATTEMPTS + 1):
             try:
                 return attempt()
             except _RowVanished:
                 continue
             except DBAPIError as err:
-                retry = dberrors.is_conflict(err) or dberrors.is_transient(err)
+                conflict = retry_conflicts and dberrors.is_conflict(err)
+                retry = conflict or dberrors.is_transient(err)
                 if number < ATTEMPTS and retry:
                     log.debug("%s: retrying after %s", operation, dberrors.kind(err))
                     dberrors.back_off(number)

@@ -14,11 +14,14 @@ from typing import Iterable, Optional
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 # Errors that a second attempt can win: deadlocks and serialization
-# failures (PostgreSQL 40P01/40001, MySQL 1213), lock wait timeouts (MySQL
-# 1205), a locked SQLite file, and connections the server dropped while
-# they sat in the pool.
+# failures (PostgreSQL 40P01/40001, MySQL 1213, MariaDB 1020), lock wait
+# timeouts (MySQL 1205), a locked SQLite file, and connections the server
+# dropped while they sat in the pool. MariaDB 1020, "Record has changed
+# since last read", is what a save's locate-then-update meets when another
+# save changed the row in between, under innodb_snapshot_isolation (the
+# default from MariaDB 11.6 on); a new transaction reads the new row.
 _RETRY_SQLSTATES = {"40001", "40P01"}
-_RETRY_MYSQL_CODES = {1205, 1213}
+_RETRY_MYSQL_CODES = {1020, 1205, 1213}
 _RETRY_SQLITE_MESSAGES = ("database is locked", "database is busy")
 _MISSING_TABLE_SQLSTATES = {"42P01"}
 _MISSING_TABLE_MYSQL_CODES = {1146}

@@ -113,6 +113,14 @@ class SchemaState:
         return f"no token table (head is {self.head})"
 
 
+@dataclass(frozen=True)
+class SchemaChange:
+    """The revisions a migration found and left; None means no table."""
+
+    before: Optional[str]
+    after: Optional[str]
+
+
 # ---------------------------------------------------------------- public API
 
 
@@ -121,7 +129,7 @@ def upgrade(target: Target = None, revision: str = "head") -> Optional[str]:
 
     On a database already there, nothing is done.
     """
-    return _migrate(target, revision, command.upgrade, "upgrade")
+    return _migrate(target, revision, command.upgrade, "upgrade").after
 
 
 def downgrade(target: Target = None, revision: str = "-1") -> Optional[str]:
@@ -129,7 +137,12 @@ def downgrade(target: Target = None, revision: str = "-1") -> Optional[str]:
 
     Returns the revision reached, None at base.
     """
-    return _migrate(target, revision, command.downgrade, "downgrade")
+    return _migrate(target, revision, command.downgrade, "downgrade").after
+
+
+def upgrade_change(target: Target = None, revision: str = "head") -> SchemaChange:
+    """``upgrade``, returning the revisions before and after it."""
+    return _migrate(target, revision, command.upgrade, "upgrade")
 
 
 def current(target: Target = None) -> Optional[str]:
@@ -211,15 +224,16 @@ def schema_lock(connection: Connection) -> Iterator[None]:
 
 def _migrate(
     target: Target, revision: str, run: Callable, verb: str
-) -> Optional[str]:
+) -> "SchemaChange":
     with _session(target, f"{verb} the schema of") as (connection, shown):
         with schema_lock(connection):
+            # Read under the lock: another process may have just migrated.
             before = _current_on(connection)
             _refuse_unversioned(connection, before, shown)
             _run_alembic(connection, lambda cfg: run(cfg, revision))
             after = _current_on(connection)
     _log_outcome(verb, before, after, shown)
-    return after
+    return SchemaChange(before, after)
 
 
 def _refuse_unversioned(
@@ -232,7 +246,8 @@ def _refuse_unversioned(
         raise SchemaError(
             f"{shown} has a token table ({TABLE_NAME}) but no revision "
             f"recorded in {VERSION_TABLE}; drop the table, or if it matches "
-            f"revision {head}, record that with 'alembic stamp {head}'"
+            f"revision {head}, record that from a checkout of sqlstore with "
+            f"'alembic stamp {head}'"
         )
 
 

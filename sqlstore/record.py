@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import hashlib
+import unicodedata
 from typing import Iterator, Optional
 
 from . import model
@@ -78,7 +79,7 @@ def digest(value: Optional[str]) -> Optional[str]:
 
 
 def normalize_user_name(name: Optional[str]) -> Optional[str]:
-    """The stored form of a user name: trimmed and lower-cased.
+    """The stored form of a user name: NFC, trimmed and lower-cased.
 
     Zoho treats e-mail addresses without regard to case, and names typed
     into configuration files pick up stray spaces; both would otherwise
@@ -86,7 +87,8 @@ def normalize_user_name(name: Optional[str]) -> Optional[str]:
     """
     if name is None:
         return None
-    name = name.strip().lower()
+    # NFC first, so that an accented letter typed two ways is one name.
+    name = unicodedata.normalize("NFC", name).strip().lower()
     return name or None
 
 

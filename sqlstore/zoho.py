@@ -9,6 +9,7 @@ SQL lives in ``core``.
 from __future__ import annotations
 
 import logging
+import re
 from typing import List, Optional
 
 from sqlalchemy.engine import Engine
@@ -32,6 +33,10 @@ except ImportError as err:  # pragma: no cover - exercised without the SDK
     ) from err
 
 log = logging.getLogger(__name__)
+
+# What the SDK writes into expires_in: ASCII digits and nothing else, so
+# that the string comes back exactly as it went in.
+_MILLISECONDS = re.compile(r"[0-9]+")
 
 # The SDK's error code for a failing token store.
 TOKEN_STORE = "TOKEN_STORE"
@@ -85,6 +90,8 @@ class SqlAlchemyStore(TokenStore):
     ):
         if url is not None and engine is not None:
             raise ValueError("pass either url or engine, not both")
+        if engine is not None:
+            config.check_engine(engine)
         uses_default_file = engine is None and not config.url_is_configured(url)
         autocommit_engine = None
         if engine is None:
@@ -128,7 +135,12 @@ class SqlAlchemyStore(TokenStore):
 
     def save_token(self, token) -> None:
         """Insert or update the token's row and set its id on the token."""
-        record = to_record(_checked_token(token))
+        try:
+            record = to_record(_checked_token(token))
+        except (TypeError, ValueError) as err:
+            # The SDK swallows what save_token raises: leave a trace.
+            log.error("token not saved: %s", err)
+            raise
         token.set_id(_guarded(self.repository.save, record))
 
     def delete_token(self, id) -> bool:
@@ -183,8 +195,8 @@ def _parse_expiry(expires_in) -> Optional[int]:
         return None
     if isinstance(expires_in, int) and not isinstance(expires_in, bool):
         return expires_in
-    if isinstance(expires_in, str) and expires_in.strip().isdigit():
-        return int(expires_in.strip())
+    if isinstance(expires_in, str) and _MILLISECONDS.fullmatch(expires_in):
+        return int(expires_in)
     raise ValueError(
         "token field expires_in must be a string of epoch milliseconds "
         f"such as '1767225600000', got a {type(expires_in).__name__} that "
