@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
+from . import deadline
 from .errors import ConfigurationError
 from .urls import (  # noqa: F401 (mask_url is imported from here too)
     mask_url,
@@ -190,6 +191,9 @@ def _server_connect_args(url: URL, options: EngineOptions) -> dict:
 
             if libpq_version() >= 120000:
                 args["tcp_user_timeout"] = int(wait * 1000)
+            # libpq has no read timeout: a server that accepts and then
+            # says nothing would hold the call for ever.
+            args.update(deadline.psycopg2_factories(wait))
         except ImportError:
             pass  # create_engine reports the missing driver
         return args

@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 import uuid
 from typing import Callable, List, Optional, TypeVar
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import dberrors, errors
 from . import record as records
@@ -37,6 +39,10 @@ T = TypeVar("T")
 # deadlock, a locked SQLite file) or a pooled connection, before the error
 # is raised.
 ATTEMPTS = 8
+# ...and for how long. Lost races and dropped pooled connections fail in
+# milliseconds; an error that took long to come (a timeout of a stalled
+# server, a lock wait) would take as long again on every attempt.
+RETRY_WINDOW = 2.0
 
 # The columns a save may set; everything but the timestamps it manages.
 _SETTABLE = [
@@ -219,15 +225,23 @@ class TokenRepository:
         secrets=(),
         retry_conflicts: bool = True,
     ) -> T:
+        give_up = time.monotonic() + RETRY_WINDOW
         for number in range(1, ATTEMPTS + 1):
             try:
                 return attempt()
             except _RowVanished:
                 continue
+            except PoolTimeout as err:
+                # Every pooled connection is busy: the database is too slow
+                # or away, which the caller must hear the same way.
+                raise errors.StoreDatabaseError(
+                    f"{operation}: no free connection to "
+                    f"{mask_url(self.engine.url)} in the pool's wait time"
+                ) from err
             except DBAPIError as err:
                 conflict = retry_conflicts and dberrors.is_conflict(err)
                 retry = conflict or dberrors.is_transient(err)
-                if number < ATTEMPTS and retry:
+                if number < ATTEMPTS and retry and time.monotonic() < give_up:
                     log.debug("%s: retrying after %s", operation, dberrors.kind(err))
                     dberrors.back_off(number)
                     continue

@@ -400,10 +400,14 @@ def _lock_postgresql(connection: Connection) -> None:
 
 
 def _lock_mysql(connection: Connection) -> None:
-    statement = text(f"SELECT GET_LOCK({_MYSQL_LOCK_NAME}, :timeout)")
-    got = connection.execute(statement, {"timeout": LOCK_TIMEOUT}).scalar()
-    if got != 1:
-        raise _lock_timeout(connection)
+    # Polled like PostgreSQL's: one GET_LOCK waiting LOCK_TIMEOUT would
+    # outlast the connection's read timeout (EngineOptions.statement_timeout).
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    statement = text(f"SELECT GET_LOCK({_MYSQL_LOCK_NAME}, 0)")
+    while connection.execute(statement).scalar() != 1:
+        if time.monotonic() > deadline:
+            raise _lock_timeout(connection)
+        time.sleep(_PG_LOCK_POLL)
 
 
 def _unlock_mysql(connection: Connection) -> None:
