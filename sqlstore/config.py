@@ -128,6 +128,12 @@ def create_store_engine(
     )
     if autocommit:
         kwargs["isolation_level"] = "AUTOCOMMIT"
+    elif parsed.get_backend_name() != "sqlite":
+        # A save's locate-then-write needs no snapshot: the unique keys
+        # settle races. Under one (a stricter server default, or MariaDB
+        # 11.6's innodb_snapshot_isolation) its UPDATE fails whenever
+        # another save changed the row after the locate.
+        kwargs["isolation_level"] = "READ COMMITTED"
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed, options, kwargs)
     try:
