@@ -8,6 +8,7 @@ into an exception or a log line.
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -30,6 +31,15 @@ from .urls import (  # noqa: F401 (mask_url is imported from here too)
 
 ENV_VAR = "SQLSTORE_DATABASE_URL"
 DEFAULT_URL = "sqlite:///zohooauth.db"
+
+# Our engines log as sqlalchemy.engine.Engine.sqlstore. At DEBUG,
+# SQLAlchemy logs every result row there, tokens and secrets included:
+# those records are dropped, while the statements (INFO, their parameters
+# hidden) still reach anyone who turns engine logging on.
+ENGINE_LOGGING_NAME = "sqlstore"
+logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_LOGGING_NAME}").addFilter(
+    lambda record: record.levelno > logging.DEBUG
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +132,7 @@ def create_store_engine(
     parsed = parse_url(url)
     kwargs = dict(
         hide_parameters=True,
+        logging_name=ENGINE_LOGGING_NAME,
         # Every use of these engines ends its own transaction, so the
         # pool's extra ROLLBACK on each return would be a wasted round trip.
         pool_reset_on_return=None,

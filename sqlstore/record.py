@@ -163,9 +163,14 @@ def _check_text(name: str, value: str) -> None:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:
-        raise ValueError(
-            f"token field {name} is not valid Unicode text (lone surrogate)"
-        ) from err
+        position = err.start
+    else:
+        return
+    # Not chained to the UnicodeEncodeError: it holds the whole value.
+    raise ValueError(
+        f"token field {name} is not valid Unicode text: a lone surrogate "
+        f"at position {position}"
+    )
 
 
 def mask_secret(value: Optional[str]) -> str:
