@@ -245,7 +245,9 @@ class TokenRepository:
                     log.debug("%s: retrying after %s", operation, dberrors.kind(err))
                     dberrors.back_off(number)
                     continue
-                raise self._translate(operation, err, secrets) from err
+                translated = self._translate(operation, err, secrets)
+                dberrors.scrub(err, secrets)
+                raise translated from err
         raise errors.StoreDatabaseError(
             f"{operation}: the row changed under each of {ATTEMPTS} attempts"
         )

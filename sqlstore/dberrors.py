@@ -75,11 +75,39 @@ def describe(err: DBAPIError, secrets: Iterable[str] = ()) -> str:
     """
     text = str(err.orig) if err.orig is not None else str(err)
     lines = text.strip().splitlines()
-    first = lines[0] if lines else "no message"
+    return _blank(lines[0] if lines else "no message", _worth_blanking(secrets))
+
+
+def scrub(err: DBAPIError, secrets: Iterable[str]) -> None:
+    """Blank the secrets out of the error, which stays our error's cause.
+
+    PostgreSQL's constraint errors quote the whole failing row in their
+    DETAIL line, which str(err) and every traceback print; and the bound
+    values, which hide_parameters keeps out of the text, sit in params.
+    """
+    err.params = None
+    secrets = _worth_blanking(secrets)
+    for item in (err, err.orig):
+        if item is None or not secrets:
+            continue
+        try:
+            item.args = tuple(_blank(arg, secrets) for arg in item.args)
+        except (AttributeError, TypeError):
+            pass  # a driver error whose args cannot be set keeps them
+
+
+def _worth_blanking(secrets: Iterable[str]) -> list:
+    # A secret of a few characters would blank random parts of the message,
+    # and where they were blanked would tell what it is.
+    return [secret for secret in secrets if secret and len(secret) >= 8]
+
+
+def _blank(value, secrets):
+    if not isinstance(value, str):
+        return value
     for secret in secrets:
-        if secret:
-            first = first.replace(secret, "***")
-    return first
+        value = value.replace(secret, "***")
+    return value
 
 
 def back_off(attempt: int) -> None:

@@ -35,8 +35,9 @@ except ImportError as err:  # pragma: no cover - exercised without the SDK
 log = logging.getLogger(__name__)
 
 # What the SDK writes into expires_in: ASCII digits and nothing else, so
-# that the string comes back exactly as it went in.
-_MILLISECONDS = re.compile(r"[0-9]+")
+# that the string comes back exactly as it went in: no leading zero, and no
+# more digits than a BIGINT holds.
+_MILLISECONDS = re.compile(r"0|[1-9][0-9]{0,18}")
 
 # The SDK's error code for a failing token store.
 TOKEN_STORE = "TOKEN_STORE"
@@ -165,6 +166,12 @@ def to_record(token: OAuthToken) -> TokenRecord:
     """The record of an SDK token; expires_in is parsed to milliseconds."""
     values = {name: getattr(token, f"get_{name}")() for name in _PLAIN_FIELDS}
     signature = token.get_user_signature()
+    if signature is not None and not isinstance(signature, UserSignature):
+        # The SDK's setter takes anything; a bare string is a common slip.
+        raise TypeError(
+            "token field user_signature must be a zohocrmsdk UserSignature, "
+            f"not {type(signature).__name__}"
+        )
     values["user_name"] = signature.get_name() if signature is not None else None
     values["expiry_time"] = _parse_expiry(token.get_expires_in())
     return TokenRecord(**values)
