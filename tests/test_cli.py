@@ -74,8 +74,14 @@ def test_passwords_in_urls_are_masked_in_errors(tmp_path, url):
 @pytest.mark.parametrize(
     "url, advice",
     [
-        ("postgresql+pg8000://u@127.0.0.1/db", 'postgresql+psycopg2:// URL and pip install "sqlstore[postgres]"'),
-        ("mysql+mysqldb://u@127.0.0.1/db", 'mysql+pymysql:// URL and pip install "sqlstore[mysql]"'),
+        (
+            "postgresql+pg8000://u@127.0.0.1/db",
+            'postgresql+psycopg2:// URL and pip install "sqlstore[postgres]"',
+        ),
+        (
+            "mysql+mysqldb://u@127.0.0.1/db",
+            'mysql+pymysql:// URL and pip install "sqlstore[mysql]"',
+        ),
     ],
 )
 def test_a_missing_driver_says_how_to_fix_it(tmp_path, url, advice):
