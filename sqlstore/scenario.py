@@ -4,8 +4,8 @@
 interpreters, as separate application processes would be, each pointed at
 a Zoho stand-in (``sqlstore.standin``) and one database::
 
-    python -m sqlstore.scenario '{"database_url": "...", "zoho_url": "...",
-        "client_id": "...", "client_secret": "...", "grant_token": "..."}'
+    echo '{"database_url": "...", "zoho_url": "...", "client_id": "...",
+        "client_secret": "...", "grant_token": "..."}' | python -m sqlstore.scenario
 
 The process initializes the SDK with whichever of grant_token,
 refresh_token and user_name it is given, reads Leads once, and prints one
@@ -110,8 +110,11 @@ def run_in_new_interpreter(**arguments) -> Outcome:
     environment = dict(os.environ, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
     for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
         environment.pop(name, None)
+    # The arguments go in on stdin: a command line is visible to every
+    # local user, and these carry a client secret and a database URL.
     finished = subprocess.run(
-        [sys.executable, "-m", "sqlstore.scenario", json.dumps(arguments)],
+        [sys.executable, "-m", "sqlstore.scenario"],
+        input=json.dumps(arguments),
         capture_output=True,
         text=True,
         timeout=120,
@@ -124,8 +127,8 @@ def run_in_new_interpreter(**arguments) -> Outcome:
     return Outcome(**json.loads(lines[-1]))
 
 
-def main(argv=None) -> int:
-    arguments = json.loads((argv or sys.argv[1:])[0])
+def main() -> int:
+    arguments = json.loads(sys.stdin.read())
     try:
         outcome = run(**arguments)
     except Exception as err:  # reported to the parent as one line
