@@ -26,7 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from . import dberrors, errors
 from . import record as records
 from .config import is_memory_sqlite, mask_url
-from .lookup import Lookup, find_statement, id_statement, lookup_for
+from .lookup import Lookup, find_statement, id_statement, lookup_for, newest
 from .model import oauthtoken as table
 from .record import TokenRecord, digest
 from .types import utc_now
@@ -123,7 +123,7 @@ class TokenRepository:
             return None
         log.debug("find_token by %s", lookup.key)
         statement, parameters = find_statement(lookup), lookup.parameters(probe)
-        return self._single("find_token", _first_record, statement, parameters)
+        return self._single("find_token", _newest_record, statement, parameters)
 
     def find_by_id(self, token_id: str) -> Optional[TokenRecord]:
         parameters = {"key": records.check_token_id(token_id)}
@@ -268,6 +268,11 @@ class TokenRepository:
 # -- reading results ---------------------------------------------------------
 
 
+def _newest_record(result) -> Optional[TokenRecord]:
+    row = newest(result)
+    return _to_record(row) if row is not None else None
+
+
 def _first_record(result) -> Optional[TokenRecord]:
     row = result.first()
     return _to_record(row) if row is not None else None
@@ -310,18 +315,18 @@ def _locate_for_save(conn: Connection, record: TokenRecord) -> Optional[str]:
     """The id of the row this record updates, or None to insert one."""
     if record.id:
         found = conn.execute(id_statement(Lookup("id")), {"key": record.id})
-        row_id = found.scalar()
-        if row_id is not None:
-            return row_id
+        row = newest(found)
+        if row is not None:
+            return row.id
     # Saving is keyed like finding, except that a grant token does not
     # narrow: a new authorization replaces the user's row.
     probe = TokenRecord(**{**record.__dict__, "id": None, "grant_token": None})
     lookup = lookup_for(probe)
     if lookup is not None:
         found = conn.execute(id_statement(lookup), lookup.parameters(probe))
-        row_id = found.scalar()
-        if row_id is not None:
-            return row_id
+        row = newest(found)
+        if row is not None:
+            return row.id
     if record.refresh_token:
         parameters = {
             "key": digest(record.refresh_token),

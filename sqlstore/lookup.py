@@ -80,21 +80,28 @@ def _key_of(probe: TokenRecord) -> Optional[str]:
 
 @functools.lru_cache(maxsize=None)
 def find_statement(lookup: Lookup) -> Select:
-    """SELECT of the whole row, the newest if several match."""
-    return _newest_first(select(table), lookup)
+    """SELECT of every row the lookup matches: one, or a user's few."""
+    return select(table).where(_condition(lookup))
 
 
 @functools.lru_cache(maxsize=None)
 def id_statement(lookup: Lookup) -> Select:
-    """SELECT of just the id, for a save deciding what to update."""
-    return _newest_first(select(table.c.id), lookup)
+    """SELECT of the matching rows' ids, for a save deciding what to update."""
+    return select(table.c.id, table.c.updated_at).where(_condition(lookup))
 
 
-def _newest_first(statement: Select, lookup: Lookup) -> Select:
-    statement = statement.where(_condition(lookup))
-    if lookup.key == "id":
-        return statement
-    return statement.order_by(table.c.updated_at.desc()).limit(1)
+def newest(rows):
+    """The most recently saved of the rows a lookup matched, or None.
+
+    A user with rows for several client apps or data centres matches all
+    of them when the token names neither. Picking here, rather than with
+    ORDER BY ... LIMIT 1, spares the database a sort on every lookup.
+    """
+    return max(rows, key=_recency, default=None)
+
+
+def _recency(row):
+    return (row.updated_at, row.id)
 
 
 def _condition(lookup: Lookup):
