@@ -215,11 +215,17 @@ def _server_connect_args(url: URL, options: EngineOptions) -> dict:
             pass  # create_engine reports the missing driver
         return args
     if driver == "pymysql":
+        # The read timeout only stops the client waiting: a statement
+        # queued behind a lock would still run later on the server. A
+        # shorter lock wait makes the server give up first, so a call that
+        # fails has not happened.
+        lock_wait = max(1, int(wait / 2))
         return {
             "connect_timeout": timeout,
             "read_timeout": wait,
             "write_timeout": wait,
             "charset": "utf8mb4",
+            "init_command": f"SET SESSION innodb_lock_wait_timeout = {lock_wait}",
         }
     return {}
 

@@ -38,7 +38,7 @@ T = TypeVar("T")
 # How often a call is tried after losing a race (a unique-key conflict, a
 # deadlock, a locked SQLite file) or a pooled connection, before the error
 # is raised.
-ATTEMPTS = 8
+ATTEMPTS = 16
 # ...and for how long. Lost races and dropped pooled connections fail in
 # milliseconds; an error that took long to come (a timeout of a stalled
 # server, a lock wait) would take as long again on every attempt.
@@ -53,6 +53,14 @@ _SELECT_BY_ID = select(table).where(table.c.id == bindparam("key"))
 _SELECT_ALL = select(table).order_by(table.c.created_at, table.c.id)
 _COUNT = select(func.count()).select_from(table)
 _UPDATE_BY_ID = update(table).where(table.c.id == bindparam("row_id"))
+# A save by id writes only over the authorization it came from: a worker
+# that read the row before the user authorized again holds the old refresh
+# token, and its refresh must not bring that authorization back.
+_UPDATE_SAME_AUTHORIZATION = _UPDATE_BY_ID.where(
+    table.c.refresh_token_digest.is_(None)
+    | (table.c.refresh_token_digest == bindparam("same_refresh"))
+)
+_EXISTS_BY_ID = select(table.c.id).where(table.c.id == bindparam("key"))
 _INSERT = insert(table)
 _DELETE_BY_ID = delete(table).where(table.c.id == bindparam("key"))
 _DELETE_ALL = delete(table)
@@ -184,12 +192,12 @@ class TokenRepository:
 
     def _update_in_place(self, record: TokenRecord, secrets) -> bool:
         # The SDK's refresh saves a token that has an id: one UPDATE, no
-        # transaction around it. No row with that id: the full save runs.
-        parameters = dict(_changed_values(record), row_id=record.id)
+        # transaction around it. Nothing updated: the full save decides.
+        statement, parameters = _update_by_id(record, record.id)
         updated = self._single(
             "save_token",
             _rowcount,
-            _UPDATE_BY_ID,
+            statement,
             parameters,
             secrets,
             # A unique key refusing an update by id is no race: the values
@@ -230,6 +238,7 @@ class TokenRepository:
             try:
                 return attempt()
             except _RowVanished:
+                dberrors.back_off(number)
                 continue
             except PoolTimeout as err:
                 # Every pooled connection is busy: the database is too slow
@@ -337,13 +346,32 @@ def _locate_for_save(conn: Connection, record: TokenRecord) -> Optional[str]:
 
 
 def _update(conn: Connection, record: TokenRecord, row_id: str) -> str:
-    values = _changed_values(record)
-    if record.id and record.id != row_id:
-        values["id"] = record.id  # the caller's id names the row from now on
-    result = conn.execute(_UPDATE_BY_ID, dict(values, row_id=row_id))
-    if not result.rowcount:
+    if record.id != row_id:
+        # Found by its keys: a new authorization of the user, or a token
+        # whose id the table does not know; it replaces what is stored.
+        statement, parameters = _UPDATE_BY_ID, _changed_values(record)
+        parameters["row_id"] = row_id
+    else:
+        statement, parameters = _update_by_id(record, row_id)
+    if conn.execute(statement, parameters).rowcount:
+        return row_id
+    if conn.execute(_EXISTS_BY_ID, {"key": row_id}).first() is None:
         raise _RowVanished()
-    return values.get("id", row_id)
+    log.info(
+        "save_token: row %s holds a newer authorization than this token; "
+        "its tokens were kept",
+        row_id,
+    )
+    return row_id
+
+
+def _update_by_id(record: TokenRecord, row_id: str):
+    """The UPDATE of a save by id, guarded when it carries a refresh token."""
+    parameters = dict(_changed_values(record), row_id=row_id)
+    if not record.refresh_token:
+        return _UPDATE_BY_ID, parameters
+    parameters["same_refresh"] = digest(record.refresh_token)
+    return _UPDATE_SAME_AUTHORIZATION, parameters
 
 
 def _insert(conn: Connection, record: TokenRecord) -> str:

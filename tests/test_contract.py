@@ -439,3 +439,43 @@ def test_an_expiry_that_is_not_milliseconds_is_refused(store):
     with pytest.raises(ValueError, match="expires_in"):
         store.save_token(token)
     assert rows(store) == 0
+
+
+# -- workers holding an older authorization ---------------------------------
+
+
+def test_a_stale_refresh_does_not_undo_a_new_authorization(store):
+    first = make_token(grant=new_value("grant"))
+    store.save_token(first)
+    # Another worker read the row, with its id and the first refresh token.
+    stale = store.find_token_by_id(first.get_id())
+    # The user authorizes again: a new grant, saved without an id.
+    renewed = make_token(grant=new_value("grant"))
+    store.save_token(renewed)
+    # The stale worker's refresh: its old refresh token, a new access token.
+    stale.set_access_token(new_value("access"))
+    store.save_token(stale)
+    row = store.find_token_by_id(first.get_id())
+    kept = row.get_refresh_token() == renewed.get_refresh_token()
+    print(f"rows={rows(store)} new_refresh_token_kept={kept}")
+    assert rows(store) == 1
+    assert row.get_refresh_token() == renewed.get_refresh_token()
+    assert row.get_grant_token() == renewed.get_grant_token()
+    assert row.get_access_token() == renewed.get_access_token()
+    again = OAuthToken(
+        client_id=CLIENT,
+        client_secret=SECRET,
+        grant_token=renewed.get_grant_token(),
+        user_signature=UserSignature("ada@example.com:7000001"),
+    )
+    assert store.find_token(again) is again
+
+
+def test_an_unknown_caller_id_updates_the_users_row_and_takes_its_id(store):
+    first = make_token()
+    store.save_token(first)
+    mine = make_token(token_id="my-app-id")
+    store.save_token(mine)
+    assert rows(store) == 1 and mine.get_id() == first.get_id()
+    stored = store.find_token_by_id(first.get_id())
+    assert stored.get_refresh_token() == mine.get_refresh_token()

@@ -550,11 +550,9 @@ class Model:
             )
             if with_grant:
                 row["grant"] = fields["grant_token"]
-            if caller_id is not None:
-                row["id"] = caller_id
-                del self.rows[old_id]
-                self.rows[caller_id] = row
-            assert token.get_id() == row["id"], "an update got another id"
+            # An id the table does not hold does not rename the user's row:
+            # the row keeps its id, and the token is given it.
+            assert token.get_id() == old_id, "an update got another id"
             self.touch(row)
             return "new (updated the user's row)"
         row = {
