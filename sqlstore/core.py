@@ -26,6 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from . import dberrors, errors
 from . import record as records
 from .config import is_memory_sqlite, mask_url
+from .direct import DirectQueries
 from .lookup import Lookup, find_statement, id_statement, lookup_for, newest
 from .model import oauthtoken as table
 from .record import TokenRecord, digest
@@ -97,8 +98,10 @@ class TokenRepository:
         # of its own, or a write would be rolled back when it returns.
         if autocommit_engine is not None:
             self._one_statement = autocommit_engine.connect
+            self._direct = DirectQueries(autocommit_engine)
         else:
             self._one_statement = engine.begin
+            self._direct = None
         # An in-memory SQLite database is one connection shared by every
         # thread; interleaved transactions on it would corrupt each other.
         if is_memory_sqlite(engine.url):
@@ -131,13 +134,20 @@ class TokenRepository:
             return None
         log.debug("find_token by %s", lookup.key)
         statement, parameters = find_statement(lookup), lookup.parameters(probe)
-        return self._single("find_token", _newest_record, statement, parameters)
+        return self._lookup("find_token", statement, parameters)
 
     def find_by_id(self, token_id: str) -> Optional[TokenRecord]:
         parameters = {"key": records.check_token_id(token_id)}
-        return self._single(
-            "find_token_by_id", _first_record, _SELECT_BY_ID, parameters
+        return self._lookup("find_token_by_id", _SELECT_BY_ID, parameters)
+
+    def _lookup(self, operation, statement, parameters) -> Optional[TokenRecord]:
+        """The newest row a SELECT finds, on the driver when we can."""
+        if self._direct is None:
+            return self._single(operation, _newest_record, statement, parameters)
+        rows = self._run(
+            operation, lambda: self._direct.rows(statement, parameters)
         )
+        return _newest_record(rows)
 
     def all(self) -> List[TokenRecord]:
         return self._single("get_tokens", _all_records, _SELECT_ALL, {})
@@ -279,11 +289,6 @@ class TokenRepository:
 
 def _newest_record(result) -> Optional[TokenRecord]:
     row = newest(result)
-    return _to_record(row) if row is not None else None
-
-
-def _first_record(result) -> Optional[TokenRecord]:
-    row = result.first()
     return _to_record(row) if row is not None else None
 
 

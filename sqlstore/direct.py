@@ -1,0 +1,124 @@
+"""Lookups run straight on the driver's cursor, for the SDK's hot path.
+
+The SDK asks the store for its token before every API call. SQLAlchemy's
+Connection and result machinery costs more per call than the indexed
+SELECT itself (about 80 µs against 10 µs on SQLite), so the lookups skip
+it: each statement is compiled once per dialect, its parameters and
+result columns are converted by the same SQLAlchemy column types as
+everywhere else, and the connection still comes from the engine's pool.
+Driver errors are raised as SQLAlchemy's, with disconnects marked, so the
+store's retries treat them the same.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Callable, Dict, List, Optional, Sequence
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Select
+
+
+class _Plan:
+    """One statement compiled for one dialect, with its converters."""
+
+    def __init__(self, statement: Select, engine: Engine):
+        dialect = engine.dialect
+        compiled = statement.compile(dialect=dialect)
+        self.sql = compiled.string
+        self.names: Optional[Sequence[str]] = (
+            compiled.positiontup if dialect.positional else None
+        )
+        self.binders: Dict[str, Optional[Callable]] = {
+            name: bind.type.dialect_impl(dialect).bind_processor(dialect)
+            for name, bind in compiled.binds.items()
+        }
+        columns = list(statement.selected_columns)
+        self.readers: List[Optional[Callable]] = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in columns
+        ]
+        self.row_type = _row_type(tuple(column.name for column in columns))
+
+    def arguments(self, parameters: dict):
+        converted = {}
+        for name, value in parameters.items():
+            binder = self.binders.get(name)
+            converted[name] = binder(value) if binder else value
+        if self.names is None:
+            return converted
+        return tuple(converted[name] for name in self.names)
+
+    def row(self, values: tuple):
+        return self.row_type(
+            *(read(v) if read else v for read, v in zip(self.readers, values))
+        )
+
+
+def _row_type(names: tuple):
+    base = collections.namedtuple("DirectRow", names)
+    # _mapping, as on SQLAlchemy's rows, so one converter serves both.
+    return type("DirectRow", (base,), {"_mapping": property(base._asdict)})
+
+
+class DirectQueries:
+    """Runs cached SELECT statements on pooled driver connections."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._plans: Dict[int, _Plan] = {}
+        self._driver_error = engine.dialect.loaded_dbapi.Error
+
+    def rows(self, statement: Select, parameters: dict) -> list:
+        # Statements are module-level constants or cached per lookup shape,
+        # so their identity names the plan.
+        plan = self._plans.get(id(statement))
+        if plan is None:
+            plan = self._plans[id(statement)] = _Plan(statement, self.engine)
+        fetched = self._fetch(plan.sql, plan.arguments(parameters))
+        return [plan.row(values) for values in fetched]
+
+    def _fetch(self, sql: str, arguments) -> list:
+        try:
+            connection = self.engine.raw_connection()
+        except self._driver_error as err:
+            raise self._wrapped(err, sql) from err
+        cursor = None
+        try:
+            cursor = connection.cursor()
+            cursor.execute(sql, arguments)
+            return cursor.fetchall()
+        except self._driver_error as err:
+            raise self._wrapped(err, sql, connection, cursor) from err
+        finally:
+            if cursor is not None:
+                _close_quietly(cursor)
+            connection.close()  # back to the pool
+
+    def _wrapped(self, err, sql, connection=None, cursor=None) -> DBAPIError:
+        dialect = self.engine.dialect
+        gone = connection is not None and dialect.is_disconnect(
+            err, connection.dbapi_connection, cursor
+        )
+        if gone:
+            # As SQLAlchemy does: a server that dropped one connection has
+            # most likely dropped them all, so the whole pool is replaced.
+            connection.invalidate(err)
+            self.engine.dispose()
+        return DBAPIError.instance(
+            sql,
+            None,
+            err,
+            self._driver_error,
+            hide_parameters=True,
+            connection_invalidated=gone,
+            dialect=dialect,
+        )
+
+
+def _close_quietly(cursor) -> None:
+    try:
+        cursor.close()
+    except Exception:  # a cursor of a dead connection; it is dropped anyway
+        pass
