@@ -204,16 +204,20 @@ class TokenRepository:
         # The SDK's refresh saves a token that has an id: one UPDATE, no
         # transaction around it. Nothing updated: the full save decides.
         statement, parameters = _update_by_id(record, record.id)
-        updated = self._single(
-            "save_token",
-            _rowcount,
-            statement,
-            parameters,
-            secrets,
-            # A unique key refusing an update by id is no race: the values
-            # belong to another row, and trying again will not change that.
-            retry_conflicts=False,
-        )
+        # A unique key refusing an update by id is no race: the values
+        # belong to another row, and trying again will not change that.
+        if self._direct is None:
+            updated = self._single(
+                "save_token", _rowcount, statement, parameters, secrets,
+                retry_conflicts=False,
+            )
+        else:
+            updated = self._run(
+                "save_token",
+                lambda: self._direct.rowcount(statement, parameters),
+                secrets,
+                retry_conflicts=False,
+            )
         return updated > 0
 
     def _upsert(self, record: TokenRecord) -> str:

@@ -1,4 +1,5 @@
-"""Lookups run straight on the driver's cursor, for the SDK's hot path.
+"""The hot path run straight on the driver's cursor: lookups and the
+single UPDATE that saves a refresh.
 
 The SDK asks the store for its token before every API call. SQLAlchemy's
 Connection and result machinery costs more per call than the indexed
@@ -23,9 +24,9 @@ from sqlalchemy.sql import Select
 class _Plan:
     """One statement compiled for one dialect, with its converters."""
 
-    def __init__(self, statement: Select, engine: Engine):
+    def __init__(self, statement, engine: Engine, column_keys=None):
         dialect = engine.dialect
-        compiled = statement.compile(dialect=dialect)
+        compiled = statement.compile(dialect=dialect, column_keys=column_keys)
         self.sql = compiled.string
         self.names: Optional[Sequence[str]] = (
             compiled.positiontup if dialect.positional else None
@@ -34,7 +35,7 @@ class _Plan:
             name: bind.type.dialect_impl(dialect).bind_processor(dialect)
             for name, bind in compiled.binds.items()
         }
-        columns = list(statement.selected_columns)
+        columns = list(getattr(statement, "selected_columns", ()))
         self.readers: List[Optional[Callable]] = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in columns
@@ -67,19 +68,30 @@ class DirectQueries:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._plans: Dict[int, _Plan] = {}
+        self._plans: Dict[tuple, _Plan] = {}
         self._driver_error = engine.dialect.loaded_dbapi.Error
 
     def rows(self, statement: Select, parameters: dict) -> list:
-        # Statements are module-level constants or cached per lookup shape,
-        # so their identity names the plan.
-        plan = self._plans.get(id(statement))
-        if plan is None:
-            plan = self._plans[id(statement)] = _Plan(statement, self.engine)
-        fetched = self._fetch(plan.sql, plan.arguments(parameters))
+        """The rows a SELECT returns, converted by its column types."""
+        plan = self._plan(statement, None)
+        fetched = self._run(plan.sql, plan.arguments(parameters), fetch=True)
         return [plan.row(values) for values in fetched]
 
-    def _fetch(self, sql: str, arguments) -> list:
+    def rowcount(self, statement, parameters: dict) -> int:
+        """Run an UPDATE whose SET columns are the parameters' own names."""
+        plan = self._plan(statement, tuple(sorted(parameters)))
+        return self._run(plan.sql, plan.arguments(parameters), fetch=False)
+
+    def _plan(self, statement, column_keys) -> _Plan:
+        # Statements are module-level constants or cached per lookup shape,
+        # so their identity (and the columns an UPDATE sets) names the plan.
+        key = (id(statement), column_keys)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = _Plan(statement, self.engine, column_keys)
+        return plan
+
+    def _run(self, sql: str, arguments, fetch: bool):
         try:
             connection = self.engine.raw_connection()
         except self._driver_error as err:
@@ -88,7 +100,7 @@ class DirectQueries:
         try:
             cursor = connection.cursor()
             cursor.execute(sql, arguments)
-            return cursor.fetchall()
+            return cursor.fetchall() if fetch else cursor.rowcount
         except self._driver_error as err:
             raise self._wrapped(err, sql, connection, cursor) from err
         finally:
