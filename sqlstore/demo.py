@@ -37,7 +37,12 @@ def run_demo(url: str, say: Callable[[str], None], keep: bool = False) -> None:
         revision = migrate.upgrade(engine)
         say(f"Schema at revision {revision}, as `sqlstore upgrade` leaves it.")
         with ZohoStandIn() as zoho:
-            say(f"Zoho stand-in listening on {zoho.url} (loopback only).\n")
+            say(f"Zoho stand-in listening on {zoho.url} (loopback only).")
+            say(
+                "Secrets are shown as their first four characters, their "
+                "length and #fingerprint\n(the start of their SHA-256), "
+                "enough to see a token change and nothing more.\n"
+            )
             _lifecycle(zoho, url, engine, say, keep)
     finally:
         engine.dispose()
