@@ -26,7 +26,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from . import dberrors, errors
 from . import record as records
 from .config import is_memory_sqlite, mask_url
-from .direct import DirectQueries
+from .direct import ConnectionQueries, DirectQueries
 from .lookup import Lookup, find_statement, id_statement, lookup_for, newest
 from .model import oauthtoken as table
 from .record import TokenRecord, digest
@@ -52,7 +52,7 @@ _SETTABLE = [
 
 _SELECT_BY_ID = select(table).where(table.c.id == bindparam("key"))
 _SELECT_ALL = select(table).order_by(table.c.created_at, table.c.id)
-_COUNT = select(func.count()).select_from(table)
+_COUNT = select(func.count().label("tokens")).select_from(table)
 _UPDATE_BY_ID = update(table).where(table.c.id == bindparam("row_id"))
 # A save by id writes only over the authorization it came from: a worker
 # that read the row before the user authorized again holds the old refresh
@@ -94,20 +94,18 @@ class TokenRepository:
     def __init__(self, engine: Engine, autocommit_engine: Optional[Engine] = None):
         self.engine = engine
         self.autocommit_engine = autocommit_engine or engine
-        # Without an autocommit engine a lone statement needs a transaction
-        # of its own, or a write would be rolled back when it returns.
-        if autocommit_engine is not None:
-            self._one_statement = autocommit_engine.connect
-            self._direct = DirectQueries(autocommit_engine)
-        else:
-            self._one_statement = engine.begin
-            self._direct = None
         # An in-memory SQLite database is one connection shared by every
         # thread; interleaved transactions on it would corrupt each other.
         if is_memory_sqlite(engine.url):
             self._serial = threading.RLock()
         else:
             self._serial = contextlib.nullcontext()
+        # Lone statements: straight on the driver where they autocommit,
+        # else each in a transaction of its own.
+        if autocommit_engine is not None:
+            self._queries = DirectQueries(autocommit_engine)
+        else:
+            self._queries = ConnectionQueries(engine, self._serial)
 
     def __repr__(self) -> str:
         return f"TokenRepository({mask_url(self.engine.url)!r})"
@@ -133,27 +131,19 @@ class TokenRepository:
             log.debug("find_token: the token carries no key; nothing matches")
             return None
         log.debug("find_token by %s", lookup.key)
-        statement, parameters = find_statement(lookup), lookup.parameters(probe)
-        return self._lookup("find_token", statement, parameters)
+        parameters = lookup.parameters(probe)
+        rows = self._rows("find_token", find_statement(lookup), parameters)
+        return _newest_record(rows)
 
     def find_by_id(self, token_id: str) -> Optional[TokenRecord]:
         parameters = {"key": records.check_token_id(token_id)}
-        return self._lookup("find_token_by_id", _SELECT_BY_ID, parameters)
-
-    def _lookup(self, operation, statement, parameters) -> Optional[TokenRecord]:
-        """The newest row a SELECT finds, on the driver when we can."""
-        if self._direct is None:
-            return self._single(operation, _newest_record, statement, parameters)
-        rows = self._run(
-            operation, lambda: self._direct.rows(statement, parameters)
-        )
-        return _newest_record(rows)
+        return _newest_record(self._rows("find_token_by_id", _SELECT_BY_ID, parameters))
 
     def all(self) -> List[TokenRecord]:
-        return self._single("get_tokens", _all_records, _SELECT_ALL, {})
+        return [_to_record(row) for row in self._rows("get_tokens", _SELECT_ALL, {})]
 
     def count(self) -> int:
-        return self._single("count", _scalar, _COUNT, {})
+        return self._rows("count", _COUNT, {})[0].tokens
 
     # -- writes ----------------------------------------------------------
 
@@ -189,14 +179,14 @@ class TokenRepository:
     def delete(self, token_id: str) -> bool:
         """Delete one row; False when there was none with that id."""
         parameters = {"key": records.check_token_id(token_id)}
-        deleted = self._single("delete_token", _rowcount, _DELETE_BY_ID, parameters)
+        deleted = self._rowcount("delete_token", _DELETE_BY_ID, parameters)
         if not deleted:
             log.info("delete_token: no token with id %s, nothing deleted", token_id)
         return bool(deleted)
 
     def delete_all(self) -> int:
         """Delete every row in one statement; returns how many went."""
-        deleted = self._single("delete_tokens", _rowcount, _DELETE_ALL, {})
+        deleted = self._rowcount("delete_tokens", _DELETE_ALL, {})
         log.info("delete_tokens: %d tokens deleted", deleted)
         return deleted
 
@@ -206,18 +196,9 @@ class TokenRepository:
         statement, parameters = _update_by_id(record, record.id)
         # A unique key refusing an update by id is no race: the values
         # belong to another row, and trying again will not change that.
-        if self._direct is None:
-            updated = self._single(
-                "save_token", _rowcount, statement, parameters, secrets,
-                retry_conflicts=False,
-            )
-        else:
-            updated = self._run(
-                "save_token",
-                lambda: self._direct.rowcount(statement, parameters),
-                secrets,
-                retry_conflicts=False,
-            )
+        updated = self._rowcount(
+            "save_token", statement, parameters, secrets, retry_conflicts=False
+        )
         return updated > 0
 
     def _upsert(self, record: TokenRecord) -> str:
@@ -229,16 +210,17 @@ class TokenRepository:
 
     # -- running statements ----------------------------------------------
 
-    def _single(
-        self, operation, read, statement, parameters, secrets=(), **retry
-    ):
-        """One statement on the autocommit engine, retried if need be."""
+    def _rows(self, operation, statement, parameters) -> list:
+        """The rows of one SELECT, retried if need be."""
+        run = self._queries.rows
+        return self._run(operation, lambda: run(statement, parameters))
 
-        def attempt():
-            with self._serial, self._one_statement() as conn:
-                return read(conn.execute(statement, parameters))
-
-        return self._run(operation, attempt, secrets, **retry)
+    def _rowcount(self, operation, statement, parameters, secrets=(), **retry):
+        """The rows one UPDATE or DELETE changed, retried if need be."""
+        run = self._queries.rowcount
+        return self._run(
+            operation, lambda: run(statement, parameters), secrets, **retry
+        )
 
     def _run(
         self,
@@ -294,18 +276,6 @@ class TokenRepository:
 def _newest_record(result) -> Optional[TokenRecord]:
     row = newest(result)
     return _to_record(row) if row is not None else None
-
-
-def _all_records(result) -> List[TokenRecord]:
-    return [_to_record(row) for row in result]
-
-
-def _scalar(result):
-    return result.scalar()
-
-
-def _rowcount(result) -> int:
-    return result.rowcount
 
 
 def _to_record(row) -> TokenRecord:

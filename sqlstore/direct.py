@@ -1,5 +1,6 @@
-"""The hot path run straight on the driver's cursor: lookups and the
-single UPDATE that saves a refresh.
+"""Lone statements run straight on the driver's cursor: the lookups and
+the UPDATE of a refresh, which the SDK makes on every API call, and the
+rest of the store's single statements with them.
 
 The SDK asks the store for its token before every API call. SQLAlchemy's
 Connection and result machinery costs more per call than the indexed
@@ -64,7 +65,7 @@ def _row_type(names: tuple):
 
 
 class DirectQueries:
-    """Runs cached SELECT statements on pooled driver connections."""
+    """Runs cached statements on pooled driver connections in autocommit."""
 
     def __init__(self, engine: Engine):
         self.engine = engine
@@ -78,7 +79,7 @@ class DirectQueries:
         return [plan.row(values) for values in fetched]
 
     def rowcount(self, statement, parameters: dict) -> int:
-        """Run an UPDATE whose SET columns are the parameters' own names."""
+        """Run an UPDATE or DELETE; an UPDATE sets the parameters' columns."""
         plan = self._plan(statement, tuple(sorted(parameters)))
         return self._run(plan.sql, plan.arguments(parameters), fetch=False)
 
@@ -134,3 +135,23 @@ def _close_quietly(cursor) -> None:
         cursor.close()
     except Exception:  # a cursor of a dead connection; it is dropped anyway
         pass
+
+
+class ConnectionQueries:
+    """The same two calls through SQLAlchemy Connections.
+
+    For an engine of the application's own, or in-memory SQLite: there a
+    statement needs a transaction of its own, and calls share a lock.
+    """
+
+    def __init__(self, engine: Engine, serial):
+        self.engine = engine
+        self._serial = serial
+
+    def rows(self, statement, parameters: dict) -> list:
+        with self._serial, self.engine.begin() as conn:
+            return list(conn.execute(statement, parameters))
+
+    def rowcount(self, statement, parameters: dict) -> int:
+        with self._serial, self.engine.begin() as conn:
+            return conn.execute(statement, parameters).rowcount
