@@ -54,6 +54,8 @@ _PLAIN_FIELDS = (
     "redirect_url",
     "api_domain",
 )
+# (field, getter, setter), named once: the mapping runs on every API call.
+_ACCESSORS = tuple((name, f"get_{name}", f"set_{name}") for name in _PLAIN_FIELDS)
 
 
 class TokenStoreError(SDKException, errors.SqlStoreError):
@@ -164,7 +166,7 @@ class SqlAlchemyStore(TokenStore):
 
 def to_record(token: OAuthToken) -> TokenRecord:
     """The record of an SDK token; expires_in is parsed to milliseconds."""
-    values = {name: getattr(token, f"get_{name}")() for name in _PLAIN_FIELDS}
+    values = {name: getattr(token, getter)() for name, getter, _ in _ACCESSORS}
     signature = token.get_user_signature()
     if signature is not None and not isinstance(signature, UserSignature):
         # The SDK's setter takes anything; a bare string is a common slip.
@@ -187,10 +189,10 @@ def to_token(record: TokenRecord) -> OAuthToken:
 
 def fill_token(token: OAuthToken, record: TokenRecord) -> None:
     """Set each field the token lacks from the record."""
-    for name in _PLAIN_FIELDS:
+    for name, getter, setter in _ACCESSORS:
         value = getattr(record, name)
-        if value is not None and not getattr(token, f"get_{name}")():
-            getattr(token, f"set_{name}")(value)
+        if value is not None and not getattr(token, getter)():
+            getattr(token, setter)(value)
     if token.get_user_signature() is None and record.user_name:
         token.set_user_signature(UserSignature(record.user_name))
     if not token.get_expires_in() and record.expiry_time is not None:
