@@ -27,7 +27,14 @@ from . import dberrors, errors
 from . import record as records
 from .config import is_memory_sqlite, mask_url
 from .direct import ConnectionQueries, DirectQueries
-from .lookup import Lookup, find_statement, id_statement, lookup_for, newest
+from .lookup import (
+    RECORD_COLUMNS,
+    Lookup,
+    find_statement,
+    id_statement,
+    lookup_for,
+    newest,
+)
 from .model import oauthtoken as table
 from .record import TokenRecord, digest
 from .types import utc_now
@@ -50,8 +57,8 @@ _SETTABLE = [
     name for name in records.MAX_LENGTHS if name != "id"
 ] + ["expiry_time"]
 
-_SELECT_BY_ID = select(table).where(table.c.id == bindparam("key"))
-_SELECT_ALL = select(table).order_by(table.c.created_at, table.c.id)
+_SELECT_BY_ID = select(*RECORD_COLUMNS).where(table.c.id == bindparam("key"))
+_SELECT_ALL = select(*RECORD_COLUMNS).order_by(table.c.created_at, table.c.id)
 _COUNT = select(func.count().label("tokens")).select_from(table)
 _UPDATE_BY_ID = update(table).where(table.c.id == bindparam("row_id"))
 # A save by id writes only over the authorization it came from: a worker
@@ -279,21 +286,12 @@ def _newest_record(result) -> Optional[TokenRecord]:
 
 
 def _to_record(row) -> TokenRecord:
-    values = row._mapping
-    return TokenRecord(
-        id=values["id"],
-        user_name=values["user_name"],
-        client_id=values["client_id"] or None,
-        client_secret=values["client_secret"],
-        refresh_token=values["refresh_token"],
-        access_token=values["access_token"],
-        grant_token=values["grant_token"],
-        redirect_url=values["redirect_url"],
-        api_domain=values["api_domain"] or None,
-        expiry_time=values["expiry_time"],
-        created_at=values["created_at"],
-        updated_at=values["updated_at"],
-    )
+    """The record of a row selected as RECORD_COLUMNS."""
+    record = TokenRecord(*row)
+    # The key columns hold '' for "not known" (see the model); records None.
+    record.client_id = record.client_id or None
+    record.api_domain = record.api_domain or None
+    return record
 
 
 # -- saving ------------------------------------------------------------------

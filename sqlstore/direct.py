@@ -15,7 +15,7 @@ store's retries treat them the same.
 from __future__ import annotations
 
 import collections
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
@@ -37,11 +37,18 @@ class _Plan:
             for name, bind in compiled.binds.items()
         }
         columns = list(getattr(statement, "selected_columns", ()))
-        self.readers: List[Optional[Callable]] = [
+        readers = [
             column.type.dialect_impl(dialect).result_processor(dialect, None)
             for column in columns
         ]
-        self.row_type = _row_type(tuple(column.name for column in columns))
+        # Only the columns that need converting are visited: on most
+        # backends that is one or two timestamps.
+        self.readers: List[Tuple[int, Callable]] = [
+            (index, read) for index, read in enumerate(readers) if read
+        ]
+        self.row_type = collections.namedtuple(
+            "DirectRow", [column.name for column in columns]
+        )
 
     def arguments(self, parameters: dict):
         converted = {}
@@ -53,15 +60,11 @@ class _Plan:
         return tuple(converted[name] for name in self.names)
 
     def row(self, values: tuple):
-        return self.row_type(
-            *(read(v) if read else v for read, v in zip(self.readers, values))
-        )
-
-
-def _row_type(names: tuple):
-    base = collections.namedtuple("DirectRow", names)
-    # _mapping, as on SQLAlchemy's rows, so one converter serves both.
-    return type("DirectRow", (base,), {"_mapping": property(base._asdict)})
+        if self.readers:
+            values = list(values)
+            for index, read in self.readers:
+                values[index] = read(values[index])
+        return self.row_type._make(values)
 
 
 class DirectQueries:

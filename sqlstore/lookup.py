@@ -9,6 +9,7 @@ no statement construction at all.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Optional
@@ -20,6 +21,13 @@ from .model import oauthtoken as table
 from .record import TokenRecord, digest
 
 _DIGEST_KEYS = ("access_token", "grant_token", "refresh_token")
+
+# What a found row is read from: a TokenRecord's fields, in their order,
+# so that a row becomes a record without going through names. The digests
+# are for finding rows and are never read back.
+RECORD_COLUMNS = tuple(
+    table.c[field.name] for field in dataclasses.fields(TokenRecord)
+)
 
 
 @dataclass(frozen=True)
@@ -53,18 +61,25 @@ def lookup_for(probe: TokenRecord) -> Optional[Lookup]:
     (when no client id is given); grant token; refresh token; access token.
     """
     if probe.id:
-        return Lookup("id")
+        return _lookup("id", False, False, False)
     key = _key_of(probe)
     if key is None:
         return None
-    return Lookup(
+    return _lookup(
         key,
-        by_client=bool(probe.client_id),
-        by_domain=bool(probe.api_domain),
+        bool(probe.client_id),
+        bool(probe.api_domain),
         # A grant token the store has not seen is a new authorization: the
         # SDK must exchange it rather than reuse the user's stored tokens.
-        by_grant=key == "user_name" and bool(probe.grant_token),
+        key == "user_name" and bool(probe.grant_token),
     )
+
+
+@functools.lru_cache(maxsize=None)
+def _lookup(key: str, by_client: bool, by_domain: bool, by_grant: bool) -> Lookup:
+    # A handful of shapes, each made once: the statement caches below are
+    # keyed by them, and hashing a ready instance is cheaper than a new one.
+    return Lookup(key, by_client, by_domain, by_grant)
 
 
 def _key_of(probe: TokenRecord) -> Optional[str]:
@@ -81,7 +96,7 @@ def _key_of(probe: TokenRecord) -> Optional[str]:
 @functools.lru_cache(maxsize=None)
 def find_statement(lookup: Lookup) -> Select:
     """SELECT of every row the lookup matches: one, or a user's few."""
-    return select(table).where(_condition(lookup))
+    return select(*RECORD_COLUMNS).where(_condition(lookup))
 
 
 @functools.lru_cache(maxsize=None)

@@ -32,6 +32,8 @@ MAX_LENGTHS = {
     "grant_token": model.SECRET_LENGTH,
 }
 
+_TEXT_FIELDS = tuple(MAX_LENGTHS)
+
 # expiry_time is a BIGINT column: a signed 64-bit integer.
 _BIGINT_MAX = 2**63 - 1
 
@@ -105,44 +107,42 @@ def check_token_id(token_id: object) -> str:
 
 
 def normalized(record: TokenRecord) -> TokenRecord:
-    """A validated copy with empty strings read as "not known"."""
-    _check_types(record)
-    values = {}
-    for field in dataclasses.fields(TokenRecord):
-        value = getattr(record, field.name)
-        if isinstance(value, str) and field.name != "id" and not value:
-            value = None
-        values[field.name] = value
-    values["user_name"] = normalize_user_name(values["user_name"])
-    clean = TokenRecord(**values)
-    _check_contents(clean)
-    return clean
+    """A validated copy with empty strings read as "not known".
 
-
-def _check_types(record: TokenRecord) -> None:
-    for name in MAX_LENGTHS:
-        value = getattr(record, name)
-        if value is not None and not isinstance(value, str):
+    Every find and save passes through here, so it makes one pass over the
+    fields and leaves the record's dataclass machinery alone.
+    """
+    values = dict(record.__dict__)
+    for name in _TEXT_FIELDS:
+        value = values[name]
+        if value is None:
+            continue
+        if not isinstance(value, str):
             raise TypeError(
                 f"token field {name} must be a string or None, "
                 f"not {type(value).__name__}"
             )
-    expiry = record.expiry_time
-    if expiry is not None and (isinstance(expiry, bool) or not isinstance(expiry, int)):
+        if not value and name != "id":
+            values[name] = None
+    _check_expiry(values["expiry_time"])
+    values["user_name"] = normalize_user_name(values["user_name"])
+    if values["id"] is not None:
+        check_token_id(values["id"])
+    for name in _TEXT_FIELDS:
+        value = values[name]
+        if value is not None:
+            _check_text(name, value)
+    return TokenRecord(**values)
+
+
+def _check_expiry(expiry) -> None:
+    if expiry is None:
+        return
+    if isinstance(expiry, bool) or not isinstance(expiry, int):
         raise TypeError(
             "token field expiry_time must be an integer of epoch milliseconds"
         )
-
-
-def _check_contents(record: TokenRecord) -> None:
-    if record.id is not None:
-        check_token_id(record.id)
-    for name in MAX_LENGTHS:
-        value = getattr(record, name)
-        if value is not None:
-            _check_text(name, value)
-    expiry = record.expiry_time
-    if expiry is not None and not 0 <= expiry <= _BIGINT_MAX:
+    if not 0 <= expiry <= _BIGINT_MAX:
         raise ValueError(
             "token field expiry_time must be epoch milliseconds between "
             f"0 and {_BIGINT_MAX}"
@@ -160,6 +160,8 @@ def _check_text(name: str, value: str) -> None:
         # PostgreSQL cannot store NUL in text; refusing it everywhere keeps
         # the backends interchangeable.
         raise ValueError(f"token field {name} contains a NUL character")
+    if value.isascii():  # a flag of the string: the usual case costs nothing
+        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as err:

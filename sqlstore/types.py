@@ -37,13 +37,20 @@ class ExactString(TypeDecorator):
     def load_dialect_impl(self, dialect):
         if dialect.name in ("mysql", "mariadb"):
             size = self.max_chars * _UTF8_MAX_BYTES
-            return dialect.type_descriptor(mysql.VARBINARY(size))
+            return dialect.type_descriptor(_Utf8Bytes(size))
+        # Elsewhere a plain string: no conversion runs on any value, which
+        # matters on the lookups the SDK makes before every API call.
         return dialect.type_descriptor(String(self.max_chars))
 
+
+class _Utf8Bytes(TypeDecorator):
+    """Text kept as its UTF-8 bytes in a MySQL VARBINARY column."""
+
+    impl = mysql.VARBINARY
+    cache_ok = True
+
     def process_bind_param(self, value, dialect):
-        if value is not None and dialect.name in ("mysql", "mariadb"):
-            return value.encode("utf-8")
-        return value
+        return value.encode("utf-8") if value is not None else None
 
     def process_result_value(self, value, dialect):
         if isinstance(value, (bytes, bytearray, memoryview)):
