@@ -23,9 +23,9 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from . import dberrors, errors
+from . import dberrors, errors, forks
 from . import record as records
-from .config import is_memory_sqlite, mask_url
+from .config import EngineOptions, is_memory_sqlite, mask_url
 from .direct import ConnectionQueries, DirectQueries
 from .lookup import (
     RECORD_COLUMNS,
@@ -96,9 +96,15 @@ class TokenRepository:
     autocommit_engine: runs single statements; an engine on the same
         database with ``isolation_level="AUTOCOMMIT"``. Without one, they
         run on ``engine`` too, each in a transaction of its own.
+    options: the pool settings the autocommit engine was made with.
     """
 
-    def __init__(self, engine: Engine, autocommit_engine: Optional[Engine] = None):
+    def __init__(
+        self,
+        engine: Engine,
+        autocommit_engine: Optional[Engine] = None,
+        options: EngineOptions = EngineOptions(),
+    ):
         self.engine = engine
         self.autocommit_engine = autocommit_engine or engine
         # An in-memory SQLite database is one connection shared by every
@@ -110,18 +116,31 @@ class TokenRepository:
         # Lone statements: straight on the driver where they autocommit,
         # else each in a transaction of its own.
         if autocommit_engine is not None:
-            self._queries = DirectQueries(autocommit_engine)
+            self._queries = DirectQueries(
+                autocommit_engine, options.pool_size, options.pool_recycle
+            )
         else:
             self._queries = ConnectionQueries(engine, self._serial)
+        forks.reset_after_fork(self)
 
     def __repr__(self) -> str:
         return f"TokenRepository({mask_url(self.engine.url)!r})"
 
     def dispose(self) -> None:
         """Close every pooled connection."""
+        self._queries.dispose()
         self.engine.dispose()
         if self.autocommit_engine is not self.engine:
             self.autocommit_engine.dispose()
+
+    def after_fork_in_child(self) -> None:
+        """Drop the parent's connections, unclosed (see ``sqlstore.forks``)."""
+        if is_memory_sqlite(self.engine.url):
+            return  # the database is that one connection, copied into the child
+        self._queries.forget()
+        self.engine.dispose(close=False)
+        if self.autocommit_engine is not self.engine:
+            self.autocommit_engine.dispose(close=False)
 
     # -- reads -----------------------------------------------------------
 

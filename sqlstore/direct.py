@@ -21,6 +21,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Select
 
+from .parking import ConnectionPark
+
 
 class _Plan:
     """One statement compiled for one dialect, with its converters."""
@@ -68,12 +70,25 @@ class _Plan:
 
 
 class DirectQueries:
-    """Runs cached statements on pooled driver connections in autocommit."""
+    """Runs cached statements on pooled driver connections in autocommit.
 
-    def __init__(self, engine: Engine):
+    capacity, recycle: how many connections stay checked out between calls
+        and for how long at most (see ``sqlstore.parking``).
+    """
+
+    def __init__(self, engine: Engine, capacity: int, recycle: float):
         self.engine = engine
         self._plans: Dict[tuple, _Plan] = {}
         self._driver_error = engine.dialect.loaded_dbapi.Error
+        self._park = ConnectionPark(engine, capacity, recycle)
+
+    def dispose(self) -> None:
+        """Give the parked connections back to the engine's pool."""
+        self._park.dispose()
+
+    def forget(self) -> None:
+        """Let go of the parked connections without using them."""
+        self._park.forget()
 
     def rows(self, statement: Select, parameters: dict) -> list:
         """The rows a SELECT returns, converted by its column types."""
@@ -97,23 +112,31 @@ class DirectQueries:
 
     def _run(self, sql: str, arguments, fetch: bool):
         try:
-            connection = self.engine.raw_connection()
+            parked = self._park.take()
         except self._driver_error as err:
             raise self._wrapped(err, sql) from err
+        connection = parked[0]
         cursor = None
         try:
             cursor = connection.cursor()
             cursor.execute(sql, arguments)
-            return cursor.fetchall() if fetch else cursor.rowcount
+            result = cursor.fetchall() if fetch else cursor.rowcount
         except self._driver_error as err:
-            raise self._wrapped(err, sql, connection, cursor) from err
+            raise self._wrapped(err, sql, parked, cursor) from err
+        except BaseException:
+            # Interrupted half-way (KeyboardInterrupt, a signal's exception):
+            # the connection's state is unknown, so the pool must not have it.
+            connection.invalidate()
+            raise
         finally:
             if cursor is not None:
                 _close_quietly(cursor)
-            connection.close()  # back to the pool
+        self._park.park(parked)
+        return result
 
-    def _wrapped(self, err, sql, connection=None, cursor=None) -> DBAPIError:
+    def _wrapped(self, err, sql, parked=None, cursor=None) -> DBAPIError:
         dialect = self.engine.dialect
+        connection = parked[0] if parked is not None else None
         gone = connection is not None and dialect.is_disconnect(
             err, connection.dbapi_connection, cursor
         )
@@ -121,7 +144,10 @@ class DirectQueries:
             # As SQLAlchemy does: a server that dropped one connection has
             # most likely dropped them all, so the whole pool is replaced.
             connection.invalidate(err)
+            self._park.discard()
             self.engine.dispose()
+        elif connection is not None:
+            self._park.park(parked)
         return DBAPIError.instance(
             sql,
             None,
@@ -150,6 +176,12 @@ class ConnectionQueries:
     def __init__(self, engine: Engine, serial):
         self.engine = engine
         self._serial = serial
+
+    def dispose(self) -> None:
+        """Nothing is held between calls."""
+
+    def forget(self) -> None:
+        """Nothing is held between calls."""
 
     def rows(self, statement, parameters: dict) -> list:
         with self._serial, self.engine.begin() as conn:

@@ -101,7 +101,7 @@ class SqlAlchemyStore(TokenStore):
             engine, autocommit_engine = config.create_store_engines(
                 config.database_url(url), options
             )
-        self.repository = TokenRepository(engine, autocommit_engine)
+        self.repository = TokenRepository(engine, autocommit_engine, options)
         if create_schema is None:
             create_schema = uses_default_file or config.is_memory_sqlite(
                 engine.url

@@ -295,11 +295,13 @@ def test_calls_fail_in_bounded_time_while_stalled_and_work_after(proxied, caplog
 
 def test_connections_that_died_in_the_pool_are_replaced(proxied, caplog):
     saved = warm(proxied)
-    # Several idle connections in each engine's pool, all about to die.
+    # Several idle connections in each engine's pool, all about to die,
+    # besides the one the store keeps between its lone statements.
     for engine in (proxied.store.engine, proxied.store.repository.autocommit_engine):
         held = [engine.connect() for _ in range(3)]
         for conn in held:
             conn.close()
+    idle = proxied.proxy.counts()["open"]
     closed = proxied.proxy.cut()
     proxied.proxy.restore()
     before = proxied.proxy.counts()["forwarded"]
@@ -313,7 +315,7 @@ def test_connections_that_died_in_the_pool_are_replaced(proxied, caplog):
         f"    pooled connections cut: {closed}; retries: {len(retries)}; "
         f"new connections: {opened}"
     )
-    assert closed == 6
+    assert closed == idle >= 6
     assert_recovered(recovery)
     # One failed attempt per engine: after the first disconnect the pool
     # replaces the other old connections at checkout, without trying them.
