@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, TypeVar
 
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from . import dberrors, errors, forks
@@ -188,6 +188,10 @@ class TokenRepository:
         try:
             if record.id and self._update_in_place(record, secrets):
                 return record.id
+            if _holds_whole_key(record):
+                inserted = self._insert_alone(record, secrets)
+                if inserted is not None:
+                    return inserted
             return self._run(
                 "save_token", lambda: self._upsert(record), secrets
             )
@@ -226,6 +230,23 @@ class TokenRepository:
             "save_token", statement, parameters, secrets, retry_conflicts=False
         )
         return updated > 0
+
+    def _insert_alone(self, record: TokenRecord, secrets) -> Optional[str]:
+        # A new user's first save (the SDK's, after a grant exchange) is one
+        # INSERT, with no transaction around it. A unique key refusing it
+        # means a row exists: the full save then finds and updates it, one
+        # wasted round trip for a save without an id of a known user.
+        values = _insert_values(record)
+        run = self._queries.rowcount
+
+        def attempt() -> Optional[str]:
+            try:
+                run(_INSERT, values)
+            except IntegrityError:
+                return None
+            return values["id"]
+
+        return self._run("save_token", attempt, secrets)
 
     def _upsert(self, record: TokenRecord) -> str:
         with self._serial, self.engine.begin() as conn:
@@ -370,14 +391,27 @@ def _update_by_id(record: TokenRecord, row_id: str):
     return _UPDATE_SAME_AUTHORIZATION, parameters
 
 
+def _holds_whole_key(record: TokenRecord) -> bool:
+    """Whether the record names its user, client and data centre.
+
+    Then the row it would update is the one holding that unique key, and
+    an INSERT that no unique key refuses is what the full save would do.
+    """
+    return bool(record.user_name and record.client_id and record.api_domain)
+
+
 def _insert(conn: Connection, record: TokenRecord) -> str:
-    new_id = record.id or str(uuid.uuid4())
+    values = _insert_values(record)
+    conn.execute(_INSERT, values)
+    return values["id"]
+
+
+def _insert_values(record: TokenRecord) -> dict:
     values = _changed_values(record)
     values.setdefault("client_id", "")
     values.setdefault("api_domain", "")
-    values.update(id=new_id, created_at=values["updated_at"])
-    conn.execute(_INSERT, values)
-    return new_id
+    values.update(id=record.id or str(uuid.uuid4()), created_at=values["updated_at"])
+    return values
 
 
 def _changed_values(record: TokenRecord) -> dict:
