@@ -8,8 +8,9 @@ cProfile slows pure-Python code more than C code, so the layers are
 shown as shares of the profiled time next to the unprofiled median.
 
 The statements our store sends are caught with SQLAlchemy's
-``before_cursor_execute`` event and run again under EXPLAIN, with their
-own parameters, to show which index each one uses.
+``before_cursor_execute`` event, and those it runs straight on the driver
+at ``sqlstore.direct.execute_on_cursor``, then run again under EXPLAIN,
+with their own parameters, to show which index each one uses.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Dict, List, Tuple
 
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+
+from sqlstore import direct
 
 from . import data, databases, settings
 from .sidework import OwnUsers
@@ -99,6 +102,26 @@ def profile_calls(calls) -> dict:
     }
 
 
+class DirectHook:
+    """Sees the statements our store runs straight on the driver.
+
+    Those skip SQLAlchemy's cursor events; ``sqlstore.direct`` sends them
+    all through one function, wrapped here for the duration of a probe.
+    """
+
+    def __init__(self, around):
+        self._original = direct.execute_on_cursor
+        original = self._original
+
+        def wrapped(cursor, sql, arguments):
+            around(original, cursor, sql, arguments)
+
+        direct.execute_on_cursor = wrapped
+
+    def remove(self) -> None:
+        direct.execute_on_cursor = self._original
+
+
 class ExecuteClock:
     """Time spent inside cursor.execute (driver and server) during a call.
 
@@ -114,11 +137,20 @@ class ExecuteClock:
     def __enter__(self):
         event.listen(Engine, "before_cursor_execute", self._before)
         event.listen(Engine, "after_cursor_execute", self._after)
+        self._direct = DirectHook(self._timed)
         return self
 
     def __exit__(self, *_exc):
         event.remove(Engine, "before_cursor_execute", self._before)
         event.remove(Engine, "after_cursor_execute", self._after)
+        self._direct.remove()
+
+    def _timed(self, run, cursor, sql, arguments):
+        self._before()
+        try:
+            run(cursor, sql, arguments)
+        finally:
+            self._after()
 
     def _before(self, *_args):
         self._started = time.perf_counter_ns()
@@ -172,10 +204,16 @@ class StatementCatcher:
 
     def __enter__(self):
         event.listen(Engine, "before_cursor_execute", self._on_execute)
+        self._direct = DirectHook(self._on_direct)
         return self
 
     def __exit__(self, *_exc):
         event.remove(Engine, "before_cursor_execute", self._on_execute)
+        self._direct.remove()
+
+    def _on_direct(self, run, cursor, sql, arguments):
+        self._on_execute(None, cursor, sql, arguments, None, False)
+        run(cursor, sql, arguments)
 
     def _on_execute(self, _conn, _cursor, statement, parameters, _ctx, _many):
         if self.operation is not None:
