@@ -20,7 +20,7 @@ import os
 import socket
 import threading
 import time
-from typing import Dict, Iterator, Optional, Set, Tuple
+from typing import Dict, Optional, Set, Tuple
 
 
 class _Watchdog:
@@ -90,22 +90,32 @@ def _shut(fd: int) -> None:
             pass
 
 
-@contextlib.contextmanager
-def _deadline(connection, seconds: float) -> Iterator[None]:
-    import psycopg2
+class _Deadline:
+    """Arms the watchdog around one call of a connection.
 
-    ticket = _WATCHDOG.arm(connection.fileno(), seconds)
-    try:
-        yield
-    except psycopg2.Error as err:
-        if _WATCHDOG.disarm(ticket):
-            raise psycopg2.OperationalError(
-                f"the server did not answer within {seconds:g} s; "
-                "the connection was closed"
-            ) from err
-        raise
-    finally:
-        _WATCHDOG.disarm(ticket)
+    A class rather than a generator-based context manager: it wraps every
+    statement the store sends to PostgreSQL, and costs a third as much.
+    """
+
+    __slots__ = ("_connection", "_seconds", "_ticket")
+
+    def __init__(self, connection, seconds: float):
+        self._connection = connection
+        self._seconds = seconds
+
+    def __enter__(self) -> None:
+        self._ticket = _WATCHDOG.arm(self._connection.fileno(), self._seconds)
+
+    def __exit__(self, _kind, err, _traceback) -> bool:
+        if _WATCHDOG.disarm(self._ticket) and err is not None:
+            import psycopg2  # only here: the call failed past its deadline
+
+            if isinstance(err, psycopg2.Error):
+                raise psycopg2.OperationalError(
+                    f"the server did not answer within {self._seconds:g} s; "
+                    "the connection was closed"
+                ) from err
+        return False
 
 
 @functools.lru_cache(maxsize=None)
@@ -115,20 +125,20 @@ def psycopg2_factories(seconds: float) -> dict:
 
     class Cursor(psycopg2.extensions.cursor):
         def execute(self, query, vars=None):
-            with _deadline(self.connection, seconds):
+            with _Deadline(self.connection, seconds):
                 return super().execute(query, vars)
 
         def executemany(self, query, vars_list):
-            with _deadline(self.connection, seconds):
+            with _Deadline(self.connection, seconds):
                 return super().executemany(query, vars_list)
 
     class Connection(psycopg2.extensions.connection):
         def commit(self):
-            with _deadline(self, seconds):
+            with _Deadline(self, seconds):
                 return super().commit()
 
         def rollback(self):
-            with _deadline(self, seconds):
+            with _Deadline(self, seconds):
                 return super().rollback()
 
     return {"connection_factory": Connection, "cursor_factory": Cursor}

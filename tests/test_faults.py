@@ -2,7 +2,8 @@
 
 PostgreSQL and MariaDB are reached through a ``FaultProxy`` on 127.0.0.1
 (faultproxy.py) that cuts or stalls the connections while the servers go
-on running, in a database of this suite's own, ``sqlstore_faults``. The
+on running, in a database of this suite's own (the configured test
+database's name with ``_faults`` added). The
 store is the one the application would have: made once, never restarted.
 Each test prints its figures: calls made, failures, the slowest time to
 fail, the time to recover, and the proxy's connection counts.
@@ -25,17 +26,17 @@ from typing import Callable, Dict, List, Optional
 import pytest
 from backends import _ensure_database, server_url_or_skip
 from faultproxy import FaultProxy
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import MetaData, create_engine, select, text
 from sqlalchemy.engine import URL, make_url
 from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.crm.api.exception import SDKException
 from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
 
-from sqlstore import EngineOptions, SqlAlchemyStore, migrate
+from sqlstore import EngineOptions, SchemaError, SqlAlchemyStore, migrate
 from sqlstore.model import oauthtoken
 
 SERVERS = ["postgresql", "mariadb"]
-DATABASE = "sqlstore_faults"
+DATABASE_SUFFIX = "_faults"
 # Short timeouts, so that an outage costs the suite seconds, not minutes.
 OPTIONS = EngineOptions(connect_timeout=1.0, statement_timeout=1.0)
 # A call may meet a dead pooled connection, retry, and then wait out one
@@ -97,7 +98,8 @@ class Tokens:
 
 def faults_url(server: str) -> URL:
     """The server's URL (conftest's), pointing at this suite's database."""
-    url = make_url(server_url_or_skip(server)).set(database=DATABASE)
+    url = make_url(server_url_or_skip(server))
+    url = url.set(database=url.database + DATABASE_SUFFIX)
     if url.host not in ("127.0.0.1", "localhost"):
         pytest.skip(f"fault tests proxy to 127.0.0.1 only, not {url.host}")
     return url
@@ -110,7 +112,13 @@ def as_text(url: URL) -> str:
 def prepared_database(url: URL) -> URL:
     """The database exists, is at head and its token table is empty."""
     _ensure_database(as_text(url))
-    migrate.upgrade(as_text(url))
+    try:
+        migrate.upgrade(as_text(url))
+    except SchemaError:
+        # Left at a revision this checkout does not have (another branch's
+        # run): the database is this suite's own, so start it afresh.
+        _drop_all_tables(url)
+        migrate.upgrade(as_text(url))
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -118,6 +126,16 @@ def prepared_database(url: URL) -> URL:
     finally:
         engine.dispose()
     return url
+
+
+def _drop_all_tables(url: URL) -> None:
+    engine = create_engine(url)
+    try:
+        found = MetaData()
+        found.reflect(engine)
+        found.drop_all(engine)
+    finally:
+        engine.dispose()
 
 
 @dataclass
