@@ -194,9 +194,10 @@ def _drop_cut_short_table(connection: Connection, shown: str) -> None:
         return  # the migrations take it on from its revision
     columns = {c["name"] for c in inspect(connection).get_columns(TABLE_NAME)}
     ours = {"access_token_digest", "created_at"} <= columns
-    empty = ours and connection.execute(
-        select(func.count()).select_from(table)
-    ).scalar() == 0
+    empty = (
+        ours
+        and connection.execute(select(func.count()).select_from(table)).scalar() == 0
+    )
     if not empty:
         raise SchemaError(
             f"{shown} holds both {ADOPTING_TABLE} and a {TABLE_NAME} table "

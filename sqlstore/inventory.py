@@ -161,7 +161,9 @@ def require_table(engine: Engine) -> None:
         with engine.connect() as conn:
             if table_shape(conn, TABLE_NAME) is not None:
                 advice = "it is the SDK DBStore's table: `sqlstore upgrade` adopts it"
-    raise SchemaError(f"the token table of {shown} is not ready ({state.describe()}); {advice}")
+    raise SchemaError(
+        f"the token table of {shown} is not ready ({state.describe()}); {advice}"
+    )
 
 
 # -- rows as shown -------------------------------------------------------------
@@ -271,7 +273,9 @@ def _rules(unused_days: Optional[float]) -> List[tuple]:
     rules = [("no refresh token, and no access token left", dead)]
     if unused_days is not None:
         cutoff = now - dt.timedelta(days=unused_days)
-        rules.append((f"not saved for {unused_days:g} days", table.c.updated_at < cutoff))
+        rules.append(
+            (f"not saved for {unused_days:g} days", table.c.updated_at < cutoff)
+        )
     return rules
 
 

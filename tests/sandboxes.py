@@ -19,8 +19,17 @@ import uuid
 from typing import Iterator, List, Optional
 
 from backends import server_url_or_skip
-from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import (
+    Column,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    create_engine,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import Engine, make_url
 from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.api.authenticator.store.db_store import DBStore
@@ -182,3 +191,71 @@ def sdk_rows(engine: Engine, name: str) -> List[dict]:
     with engine.connect() as conn:
         found = conn.execute(select(table).order_by(table.c.id))
         return [row._asdict() for row in found]
+
+
+# -- the tokens the tests import -------------------------------------------------
+
+# Far in the future, so that nothing here counts as expired.
+LATER = 4_102_444_800_000
+HOUR = 3_600_000
+
+# The SDK's save_token calls, in order, as processes of an application
+# would make them: the second is a process saving the same token again,
+# the third a refresh; "Eve" and "eve" are one user to Zoho.
+SAVES = [
+    Saved("ada@example.com", "1000.ada-access-1", "1000.ada-refresh", LATER),
+    Saved("ada@example.com", "1000.ada-access-1", "1000.ada-refresh", LATER),
+    Saved("ada@example.com", "1000.ada-access-3", "1000.ada-refresh", LATER + HOUR),
+    Saved("bob@example.com", "1000.bob-access-1", "1000.bob-refresh", LATER + 1),
+    Saved("Eve@Example.com", "1000.eve-access-1", "1000.eve-refresh-1", LATER + 2),
+    Saved("eve@example.com", "1000.eve-access-2", "1000.eve-refresh-2", LATER + 2),
+]
+# What DBStore leaves of them: its update "where user_name = ? limit 1"
+# changes no row when the values are the same (MySQL counts changed rows),
+# so it inserts a second one; the refresh then updates only the first.
+DB_STORE_ROWS = [
+    ("1", SAVES[2]),
+    ("2", SAVES[1]),
+    ("3", SAVES[3]),
+    ("4", SAVES[4]),
+    ("5", SAVES[5]),
+]
+# What the store must hold after importing either: the latest expiry wins,
+# and between the two eves (same expiry) the later row.
+EXPECTED = {
+    "ada@example.com": "1000.ada-access-3",
+    "bob@example.com": "1000.bob-access-1",
+    "eve@example.com": "1000.eve-access-2",
+}
+
+
+def fill_sdk_table(database: Database, name: str = "oauthtoken") -> str:
+    """The SDK's table, filled with SAVES as DBStore leaves them."""
+    create_sdk_table(database.engine, name)
+    if database.backend == "mariadb":
+        fill_db_store(database, SAVES, name)
+    else:
+        rows = [sdk_row(token_id, save) for token_id, save in DB_STORE_ROWS]
+        insert_sdk_rows(database.engine, rows, name)
+    found = sdk_rows(database.engine, name)
+    # On MariaDB this checks that DB_STORE_ROWS is what DBStore leaves.
+    assert [(r["id"], r["access_token"]) for r in found] == [
+        (token_id, save.access) for token_id, save in DB_STORE_ROWS
+    ]
+    return name
+
+
+def sdk_row(token_id: str, save: Saved) -> dict:
+    """A row of the SDK's table as DBStore writes one."""
+    return dict(
+        id=token_id,
+        user_name=save.user,
+        client_id=save.client_id,
+        client_secret=save.client_secret,
+        refresh_token=save.refresh,
+        access_token=save.access,
+        grant_token=None,
+        expiry_time=str(save.expiry),
+        redirect_url=None,
+        api_domain=save.api_domain,
+    )

@@ -24,78 +24,29 @@ import subprocess
 import sys
 
 import pytest
-from click.testing import CliRunner
+from commands import ok, sqlstore
 from sandboxes import (
     ALL,
+    DB_STORE_ROWS,
+    EXPECTED,
+    HOUR,
+    LATER,
     PERSISTENT,
+    SAVES,
     Saved,
-    create_sdk_table,
-    fill_db_store,
     fill_file_store,
-    insert_sdk_rows,
+    fill_sdk_table,
     own_database,
-    sdk_rows,
 )
 from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.api.authenticator.store.file_store import FileStore
 from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
 
 from sqlstore import migrate
-from sqlstore.cli import cli
 from sqlstore.core import TokenRepository
 from sqlstore.exporting import export_csv
 from sqlstore.importing import import_into
 from sqlstore.sdkformats import CSV_HEADER, OLDER_CSV_HEADERS, read_csv
-
-# Far in the future, so that nothing here counts as expired.
-LATER = 4_102_444_800_000
-HOUR = 3_600_000
-
-# The SDK's save_token calls, in order, as processes of an application
-# would make them: the second is a process saving the same token again,
-# the third a refresh; "Eve" and "eve" are one user to Zoho.
-SAVES = [
-    Saved("ada@example.com", "1000.ada-access-1", "1000.ada-refresh", LATER),
-    Saved("ada@example.com", "1000.ada-access-1", "1000.ada-refresh", LATER),
-    Saved("ada@example.com", "1000.ada-access-3", "1000.ada-refresh", LATER + HOUR),
-    Saved("bob@example.com", "1000.bob-access-1", "1000.bob-refresh", LATER + 1),
-    Saved("Eve@Example.com", "1000.eve-access-1", "1000.eve-refresh-1", LATER + 2),
-    Saved("eve@example.com", "1000.eve-access-2", "1000.eve-refresh-2", LATER + 2),
-]
-# What DBStore leaves of them: its update "where user_name = ? limit 1"
-# changes no row when the values are the same (MySQL counts changed rows),
-# so it inserts a second one; the refresh then updates only the first.
-DB_STORE_ROWS = [
-    ("1", SAVES[2]),
-    ("2", SAVES[1]),
-    ("3", SAVES[3]),
-    ("4", SAVES[4]),
-    ("5", SAVES[5]),
-]
-# What the store must hold after importing either: the latest expiry wins,
-# and between the two eves (same expiry) the later row.
-EXPECTED = {
-    "ada@example.com": "1000.ada-access-3",
-    "bob@example.com": "1000.bob-access-1",
-    "eve@example.com": "1000.eve-access-2",
-}
-
-
-def sqlstore(*args):
-    result = CliRunner().invoke(
-        cli, [str(a) for a in args], env={"SQLSTORE_DATABASE_URL": None}
-    )
-    print(f"$ sqlstore {' '.join(str(a) for a in args)} -> {result.exit_code}")
-    print(result.output)
-    if result.exception and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result
-
-
-def ok(*args):
-    result = sqlstore(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture(params=PERSISTENT)
@@ -129,8 +80,18 @@ def file_store_csv(tmp_path, saves=SAVES):
     with open(path, "a", newline="") as file:
         stale = SAVES[0]
         csv.writer(file).writerow(
-            ["9", stale.user, stale.client_id, stale.client_secret, stale.refresh,
-             "1000.ada-access-0", "", str(LATER - HOUR), "", stale.api_domain]
+            [
+                "9",
+                stale.user,
+                stale.client_id,
+                stale.client_secret,
+                stale.refresh,
+                "1000.ada-access-0",
+                "",
+                str(LATER - HOUR),
+                "",
+                stale.api_domain,
+            ]
         )
     return path
 
@@ -143,8 +104,17 @@ def nine_column_csv(tmp_path, header) -> str:
         writer.writerow(header)
         for number, (_, save) in enumerate(DB_STORE_ROWS, start=1):
             writer.writerow(
-                [str(number), save.user, save.client_id, save.client_secret,
-                 save.refresh, save.access, "", str(save.expiry), ""]
+                [
+                    str(number),
+                    save.user,
+                    save.client_id,
+                    save.client_secret,
+                    save.refresh,
+                    save.access,
+                    "",
+                    str(save.expiry),
+                    "",
+                ]
             )
     return path
 
@@ -187,52 +157,31 @@ def test_a_csv_the_sdk_did_not_write_is_refused_by_name(db, tmp_path):
     path.write_text("name,token\nada,1000.x\n")
     result = sqlstore("import", "--url", db.url, "--csv", path)
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: ") and "id,user_name,client_id" in result.stderr
+    assert (
+        result.stderr.startswith("error: ")
+        and "id,user_name,client_id" in result.stderr
+    )
     assert stored(db) == {}
 
 
 # -- the SDK's MySQL table -----------------------------------------------------
 
 
-def sdk_table_filled(database, name="zoho_tokens"):
-    """The DBStore table under a name of its own, filled as DBStore does."""
-    create_sdk_table(database.engine, name)
-    if database.backend == "mariadb":
-        fill_db_store(database, SAVES, name)
-    else:
-        insert_sdk_rows(database.engine, [_sdk_row(i, s) for i, s in DB_STORE_ROWS], name)
-    found = sdk_rows(database.engine, name)
-    # On MariaDB this checks that the rows above are what DBStore leaves.
-    assert [(r["id"], r["access_token"]) for r in found] == [
-        (token_id, save.access) for token_id, save in DB_STORE_ROWS
-    ]
-    return name
-
-
-def _sdk_row(token_id, save: Saved) -> dict:
-    return dict(
-        id=token_id,
-        user_name=save.user,
-        client_id=save.client_id,
-        client_secret=save.client_secret,
-        refresh_token=save.refresh,
-        access_token=save.access,
-        grant_token=None,
-        expiry_time=str(save.expiry),
-        redirect_url=None,
-        api_domain=save.api_domain,
-    )
-
-
 def test_the_db_store_s_table_imports_once(db):
-    table = sdk_table_filled(db)
-    first = report(ok("import", "--url", db.url, "--db", db.url, "--table", table, "--json"))
-    second = report(ok("import", "--url", db.url, "--db", db.url, "--table", table, "--json"))
+    table = fill_sdk_table(db, "zoho_tokens")
+    first = report(
+        ok("import", "--url", db.url, "--db", db.url, "--table", table, "--json")
+    )
+    second = report(
+        ok("import", "--url", db.url, "--db", db.url, "--table", table, "--json")
+    )
 
     assert (first["read"], first["imported"], len(first["duplicates"])) == (5, 3, 2)
     assert (second["imported"], second["updated"], second["unchanged"]) == (0, 0, 3)
     assert stored_access(db) == EXPECTED
-    kept = {d["token"].split(",")[0]: (d["kept"], d["dropped"]) for d in first["duplicates"]}
+    kept = {
+        d["token"].split(",")[0]: (d["kept"], d["dropped"]) for d in first["duplicates"]
+    }
     assert kept["user ada@example.com"] == ("id 1", ["id 2"])
     assert kept["user eve@example.com"] == ("id 5", ["id 4"])
     # The SDK's ids are kept where they are free.
@@ -248,7 +197,9 @@ def test_a_missing_source_table_is_named(db):
 
 
 def test_our_own_table_is_not_taken_for_the_sdk_s(db):
-    result = sqlstore("import", "--url", db.url, "--db", db.url, "--table", "oauthtoken")
+    result = sqlstore(
+        "import", "--url", db.url, "--db", db.url, "--table", "oauthtoken"
+    )
     assert result.exit_code == 1 and "not shaped like the SDK" in result.stderr
 
 
@@ -270,17 +221,35 @@ def test_bad_rows_are_reported_and_the_rest_imported(db, tmp_path):
     fill_file_store(path, SAVES[3:4])
     with open(path, "a", newline="") as file:
         writer = csv.writer(file)
-        writer.writerow(["7", "x@example.com", "c", "s", "1000.r7", "1000.a7", "",
-                         "soon", "", ""])
-        writer.writerow(["8", "y@example.com", "c", "s", "1000.r" + "8" * 3000,
-                         "1000.a8", "", "1", "", ""])
+        writer.writerow(
+            ["7", "x@example.com", "c", "s", "1000.r7", "1000.a7", "", "soon", "", ""]
+        )
+        writer.writerow(
+            [
+                "8",
+                "y@example.com",
+                "c",
+                "s",
+                "1000.r" + "8" * 3000,
+                "1000.a8",
+                "",
+                "1",
+                "",
+                "",
+            ]
+        )
         writer.writerow(["9", "z@example.com", "c", "s", "", "", "", "", "", ""])
         writer.writerow(["10", "too", "few"])
     result = ok("import", "--url", db.url, "--csv", path)
 
     assert "imported 1," in result.stdout and "rejected 4" in result.stdout
-    assert "rejected: line 3: its expiry_time is not epoch milliseconds" in result.stdout
-    assert "rejected: line 4: token field refresh_token is 3006 characters" in result.stdout
+    assert (
+        "rejected: line 3: its expiry_time is not epoch milliseconds" in result.stdout
+    )
+    assert (
+        "rejected: line 4: token field refresh_token is 3006 characters"
+        in result.stdout
+    )
     assert "rejected: line 5: it holds no token" in result.stdout
     assert "rejected: line 6: it has 3 fields, where the header has 10" in result.stdout
     assert "8888888888" not in result.output
@@ -291,7 +260,9 @@ def test_strict_imports_nothing_when_a_row_is_bad(db, tmp_path):
     path = tmp_path / "strict.csv"
     fill_file_store(path, SAVES[3:4])
     with open(path, "a", newline="") as file:
-        csv.writer(file).writerow(["7", "x", "c", "s", "1000.r", "1000.a", "", "?", "", ""])
+        csv.writer(file).writerow(
+            ["7", "x", "c", "s", "1000.r", "1000.a", "", "?", "", ""]
+        )
     result = sqlstore("import", "--url", db.url, "--csv", path, "--strict")
     assert result.exit_code == 1
     assert "1 of 2 rows cannot be imported (first: line 3" in result.stderr
@@ -309,7 +280,9 @@ def test_a_newer_stored_token_is_kept_and_an_older_one_updated(db, tmp_path):
     bob.access_token, bob.expiry_time = "1000.bob-access-0", LATER - 1
     repository.save(bob)
 
-    again = report(ok("import", "--url", db.url, "--csv", tmp_path / "tokens.csv", "--json"))
+    again = report(
+        ok("import", "--url", db.url, "--csv", tmp_path / "tokens.csv", "--json")
+    )
     assert (again["kept_newer"], again["updated"], again["unchanged"]) == (1, 1, 1)
     after = stored(db)
     assert after["ada@example.com"].access_token == "1000.ada-access-4"
@@ -334,29 +307,57 @@ def test_an_id_another_token_holds_is_replaced_by_a_new_one(db, tmp_path):
 def _someone_else(token_id):
     from sqlstore.record import TokenRecord
 
-    return TokenRecord(id=token_id, user_name="someone@example.com",
-                       refresh_token="1000.someone-refresh", expiry_time=LATER)
+    return TokenRecord(
+        id=token_id,
+        user_name="someone@example.com",
+        refresh_token="1000.someone-refresh",
+        expiry_time=LATER,
+    )
 
 
 def test_one_user_s_apps_and_data_centres_stay_apart(db, tmp_path):
     saves = [
         Saved("ada@example.com", "1000.a-us", "1000.r-us", LATER),
-        Saved("ada@example.com", "1000.a-eu", "1000.r-eu", LATER,
-              api_domain="https://www.zohoapis.eu"),
-        Saved("ada@example.com", "1000.a-app2", "1000.r-app2", LATER,
-              client_id="1000.OTHERAPP"),
+        Saved(
+            "ada@example.com",
+            "1000.a-eu",
+            "1000.r-eu",
+            LATER,
+            api_domain="https://www.zohoapis.eu",
+        ),
+        Saved(
+            "ada@example.com",
+            "1000.a-app2",
+            "1000.r-app2",
+            LATER,
+            client_id="1000.OTHERAPP",
+        ),
     ]
     path = tmp_path / "apart.csv"
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(CSV_HEADER)
         for number, s in enumerate(saves, start=1):
-            writer.writerow([number, s.user, s.client_id, s.client_secret, s.refresh,
-                             s.access, "", s.expiry, "", s.api_domain])
+            writer.writerow(
+                [
+                    number,
+                    s.user,
+                    s.client_id,
+                    s.client_secret,
+                    s.refresh,
+                    s.access,
+                    "",
+                    s.expiry,
+                    "",
+                    s.api_domain,
+                ]
+            )
     result = report(ok("import", "--url", db.url, "--csv", path, "--json"))
     assert (result["imported"], result["duplicates"]) == (3, [])
     assert sorted(r.access_token for r in TokenRepository(db.engine).all()) == [
-        "1000.a-app2", "1000.a-eu", "1000.a-us"
+        "1000.a-app2",
+        "1000.a-eu",
+        "1000.a-us",
     ]
 
 
@@ -437,7 +438,9 @@ def test_the_import_and_export_functions_on_every_backend(backend_name, tmp_path
         assert stored_access(database) == EXPECTED
         assert export_csv(database.engine, str(tmp_path / "out.csv")) == 3
     _, exported = read_csv(str(tmp_path / "out.csv"))
-    assert sorted(r.values["access_token"] for r in exported) == sorted(EXPECTED.values())
+    assert sorted(r.values["access_token"] for r in exported) == sorted(
+        EXPECTED.values()
+    )
 
 
 # -- on a terminal -----------------------------------------------------------------
@@ -462,7 +465,9 @@ def _run_on_a_terminal(args) -> str:
     leader, follower = pty.openpty()
     process = subprocess.Popen(
         [sys.executable, "-m", "sqlstore.cli", *args],
-        stdout=subprocess.PIPE, stderr=follower, text=True,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        text=True,
         env={k: v for k, v in os.environ.items() if k != "SQLSTORE_DATABASE_URL"},
     )
     os.close(follower)
