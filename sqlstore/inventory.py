@@ -260,17 +260,16 @@ def prune(
 def _rules(unused_days: Optional[float]) -> List[tuple]:
     now = utc_now()
     no_refresh = table.c.refresh_token_digest.is_(None)
-    dead = and_(
+    expired = and_(no_refresh, table.c.expiry_time < now_ms())
+    stale_grant = and_(
         no_refresh,
-        or_(
-            table.c.expiry_time < now_ms(),
-            and_(
-                table.c.access_token_digest.is_(None),
-                table.c.updated_at < now - GRANT_GRACE,
-            ),
-        ),
+        table.c.access_token_digest.is_(None),
+        table.c.updated_at < now - GRANT_GRACE,
     )
-    rules = [("no refresh token, and no access token left", dead)]
+    rules = [
+        ("no refresh token, access token expired", expired),
+        ("no refresh or access token, saved over an hour ago", stale_grant),
+    ]
     if unused_days is not None:
         cutoff = now - dt.timedelta(days=unused_days)
         rules.append(
