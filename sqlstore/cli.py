@@ -86,6 +86,10 @@ def _echo_json(value) -> None:
     click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
+def _tokens(count: int) -> str:
+    return "1 token" if count == 1 else f"{count} tokens"
+
+
 def _echo_lines(lines: List[str]) -> None:
     for line in lines:
         click.echo(line)
@@ -176,7 +180,7 @@ def status(url, as_json) -> None:
     with _engine(url, ready=False) as engine:
         found = read_status(engine)
     if as_json:
-        _echo_json(found.__dict__)
+        _echo_json(found.as_dict())
     else:
         _echo_lines(found.lines())
 
@@ -198,7 +202,7 @@ def list_tokens(url, user, as_json) -> None:
     columns += ("access_token", "refresh_token")
     rows = [[_cell(item, name) for name in columns] for item in shown]
     _echo_lines(_aligned([list(columns)] + rows))
-    click.echo(f"{len(shown)} tokens")
+    click.echo(_tokens(len(shown)))
 
 
 def _cell(item: dict, name: str) -> str:
@@ -264,11 +268,11 @@ def purge(url, yes) -> None:
         repository = TokenRepository(engine)
         if not yes:
             raise OneLineError(
-                f"purge deletes all {repository.count()} tokens of "
+                f"purge deletes all {_tokens(repository.count())} of "
                 f"{config.mask_url(engine.url)}; pass --yes to do it"
             )
         deleted = repository.delete_all()
-    click.echo(f"deleted {deleted} tokens")
+    click.echo(f"deleted {_tokens(deleted)}")
 
 
 @cli.command()
@@ -292,9 +296,9 @@ def prune(url, unused_days, dry_run, as_json) -> None:
     for row in result.selected:
         click.echo(f"{row.id}  {row.user_name or '-'}  {row.reason}")
     if dry_run:
-        click.echo(f"would delete {len(result.selected)} tokens (dry run)")
+        click.echo(f"would delete {_tokens(len(result.selected))} (dry run)")
     else:
-        click.echo(f"deleted {result.deleted} tokens")
+        click.echo(f"deleted {_tokens(result.deleted)}")
 
 
 # -- moving tokens in and out -------------------------------------------------
@@ -368,9 +372,9 @@ def export(url, path, sdk_ids, force) -> None:
 
     with _engine(url) as engine:
         count = export_csv(engine, path, sdk_ids=sdk_ids, overwrite=force)
-    click.echo(f"exported {count} tokens to {path}")
+    click.echo(f"exported {_tokens(count)} to {path}")
     click.echo(
-        f"warning: {path} holds {count} tokens and client secrets in plain "
+        f"warning: {path} holds {_tokens(count)} and client secrets in plain "
         "text; only you can read it (mode 0600). Delete it once it has "
         "served.",
         err=True,

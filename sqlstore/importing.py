@@ -107,14 +107,15 @@ class ImportReport:
 
     def summary(self) -> str:
         """One line of counts."""
-        verb = "would import" if self.dry_run else "imported"
-        return (
-            f"{self.source}: read {self.read} rows; {verb} {self.imported}, "
-            f"updated {self.updated}, unchanged {self.unchanged}, "
-            f"kept newer stored {self.kept_newer}; duplicates settled "
-            f"{len(self.duplicates)} ({self.dropped} rows dropped); "
-            f"rejected {len(self.rejected)}"
+        line = (
+            f"{self.source}: {_counted(self.read, 'row')} read; "
+            f"{self.imported} imported, {self.updated} updated, "
+            f"{self.unchanged} unchanged, {self.kept_newer} kept (stored is "
+            f"newer); {_counted(len(self.duplicates), 'duplicate')} settled "
+            f"({_counted(self.dropped, 'row')} dropped); "
+            f"{len(self.rejected)} rejected"
         )
+        return line + ("; nothing written (dry run)" if self.dry_run else "")
 
     def details(self) -> List[str]:
         """A line for each settled duplicate, rejected row and new id."""
@@ -163,6 +164,10 @@ def import_rows(
     if not dry_run:
         plan.write(conn, progress or _no_progress)
     return report
+
+
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
 def import_into(

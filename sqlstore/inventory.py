@@ -38,7 +38,7 @@ from .core import TokenRepository
 from .errors import SchemaError
 from .model import TABLE_NAME
 from .model import oauthtoken as table
-from .record import SECRET_FIELDS, TokenRecord, mask_secret
+from .record import SECRET_FIELDS, TokenRecord, mask_secret, normalize_user_name
 from .sdkformats import table_shape
 from .types import utc_now
 
@@ -87,6 +87,9 @@ class Status:
                 f"({self.users_without_refresh_token} users)",
             ]
         return lines + self.notes
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def status(engine: Engine) -> Status:
@@ -208,8 +211,6 @@ def tokens(engine: Engine, user: Optional[str] = None) -> List[TokenRecord]:
     found = TokenRepository(engine).all()
     if user is None:
         return found
-    from .record import normalize_user_name
-
     wanted = normalize_user_name(user)
     return [record for record in found if record.user_name == wanted]
 

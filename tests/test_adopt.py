@@ -77,8 +77,8 @@ def test_upgrade_adopts_the_sdk_table_settling_its_duplicates(db):
     assert "is the SDK DBStore's table (5 rows)" in before.stdout
     lines = result.stdout.splitlines()
     assert lines[0] == "took over the SDK DBStore's table oauthtoken"
-    assert "read 5 rows; imported 3, updated 0" in lines[1]
-    assert "duplicates settled 2 (2 rows dropped); rejected 0" in lines[1]
+    assert "5 rows read; 3 imported, 0 updated" in lines[1]
+    assert "2 duplicates settled (2 rows dropped); 0 rejected" in lines[1]
     assert "user ada@example.com" in lines[2] and "kept id 1, dropped id 2" in lines[2]
     assert "user eve@example.com" in lines[3] and "kept id 5, dropped id 4" in lines[3]
     assert f"kept as {BACKUP_TABLE}" in lines[4]
@@ -111,7 +111,7 @@ def test_upgrade_changes_nothing_when_a_row_cannot_be_copied(db):
     assert sdk_rows(db.engine, "oauthtoken") == original
 
     done = ok("adopt", "--url", db.url)
-    assert "imported 3," in done.stdout and "rejected 1" in done.stdout
+    assert "3 imported," in done.stdout and "1 rejected" in done.stdout
     assert_adopted(db, original)
 
 
@@ -225,7 +225,7 @@ def test_a_rerun_after_the_copy_was_committed_changes_nothing(db):
 
     rerun = ok("upgrade", "--url", db.url)
     assert "finishing an adoption that was cut short" in rerun.stdout
-    assert "imported 0, updated 0, unchanged 3" in rerun.stdout
+    assert "0 imported, 0 updated, 3 unchanged" in rerun.stdout
     assert_adopted(db, original)
 
 

@@ -38,6 +38,7 @@ from sandboxes import (
     fill_sdk_table,
     own_database,
 )
+from sqlalchemy import Column, MetaData, String, Table
 from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.api.authenticator.store.file_store import FileStore
 from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
@@ -145,9 +146,9 @@ def test_a_nine_column_csv_imports_without_a_data_centre(db, tmp_path, header):
     again = ok("import", "--url", db.url, "--csv", path)
 
     assert "9-column header" in result.stdout
-    assert "imported 3, updated 0" in result.stdout
-    assert "duplicates settled 2" in result.stdout
-    assert "imported 0, updated 0, unchanged 3" in again.stdout
+    assert "3 imported, 0 updated" in result.stdout
+    assert "2 duplicates settled" in result.stdout
+    assert "0 imported, 0 updated, 3 unchanged" in again.stdout
     assert stored_access(db) == EXPECTED
     assert {r.api_domain for r in stored(db).values()} == {None}
 
@@ -187,6 +188,32 @@ def test_the_db_store_s_table_imports_once(db):
     # The SDK's ids are kept where they are free.
     assert {r.id for r in stored(db).values()} == {"1", "3", "5"}
     assert stored(db)["ada@example.com"].expiry_time == LATER + HOUR
+
+
+def test_the_older_family_s_table_imports_too(db):
+    """zcrmsdk's DBStore: user_mail for user_name, and no api_domain."""
+    columns = [Column("id", String(10), primary_key=True)]
+    columns += [
+        Column(name, String(255))
+        for name in ("user_mail", "client_id", "client_secret", "refresh_token",
+                     "access_token", "grant_token")
+    ]  # fmt: skip
+    columns += [Column("expiry_time", String(20)), Column("redirect_url", String(255))]
+    old = Table("zcrm_tokens", MetaData(), *columns)
+    old.create(db.engine)
+    with db.engine.begin() as conn:
+        for token_id, save in DB_STORE_ROWS:
+            conn.execute(
+                old.insert().values(
+                    id=token_id, user_mail=save.user, client_id=save.client_id,
+                    client_secret=save.client_secret, refresh_token=save.refresh,
+                    access_token=save.access, expiry_time=str(save.expiry),
+                )
+            )  # fmt: skip
+    first = report(ok("import", "--url", db.url, "--db", db.url, "--table", old.name,
+                      "--json"))  # fmt: skip
+    assert (first["imported"], len(first["duplicates"])) == (3, 2)
+    assert stored_access(db) == EXPECTED
 
 
 def test_a_missing_source_table_is_named(db):
@@ -242,7 +269,7 @@ def test_bad_rows_are_reported_and_the_rest_imported(db, tmp_path):
         writer.writerow(["10", "too", "few"])
     result = ok("import", "--url", db.url, "--csv", path)
 
-    assert "imported 1," in result.stdout and "rejected 4" in result.stdout
+    assert "1 imported," in result.stdout and "4 rejected" in result.stdout
     assert (
         "rejected: line 3: its expiry_time is not epoch milliseconds" in result.stdout
     )
@@ -457,7 +484,7 @@ def test_a_progress_bar_shows_on_a_terminal_only(tmp_path):
     print(shown)
     assert "importing" not in quiet.output and "%" not in quiet.output
     assert "importing" in shown and "100%" in shown
-    assert "imported 3, updated 0" in quiet.stdout and "imported 3, updated 0" in shown
+    assert "3 imported, 0 updated" in quiet.stdout and "3 imported, 0 updated" in shown
 
 
 def _run_on_a_terminal(args) -> str:
