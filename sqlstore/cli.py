@@ -159,7 +159,7 @@ def adopt(url, dry_run, as_json) -> None:
         report = adoption.adopt(
             engine,
             dry_run=dry_run,
-            progress=None if as_json else _progress_bar_factory("copying"),
+            progress=_progress_bar_factory("copying"),
         )
     if as_json:
         _echo_json(report.as_dict())
@@ -332,20 +332,20 @@ def import_tokens(url, csv_path, source_url, table, dry_run, strict, as_json):
 
     if (csv_path is None) == (source_url is None):
         raise click.UsageError("give one of --csv FILE or --db URL")
-    if csv_path is not None:
-        header, rows = sdkformats.read_csv(csv_path)
-        source = f"{csv_path} ({header})"
-    else:
-        rows = sdkformats.read_table_at(source_url, table)
-        source = f"table {table} at {config.mask_url(source_url)}"
     with _engine(url) as engine:
+        if csv_path is not None:
+            header, rows = sdkformats.read_csv(csv_path)
+            source = f"{csv_path} ({header})"
+        else:
+            rows = sdkformats.read_table_at(source_url, table)
+            source = f"table {table} at {config.mask_url(source_url)}"
         report = importing.import_into(
             engine,
             rows,
             source,
             dry_run=dry_run,
             strict=strict,
-            progress=None if as_json else _progress_bar_factory("importing"),
+            progress=_progress_bar_factory("importing"),
         )
     if as_json:
         _echo_json(report.as_dict())
