@@ -400,6 +400,44 @@ def _holds_whole_key(record: TokenRecord) -> bool:
     return bool(record.user_name and record.client_id and record.api_domain)
 
 
+# -- whole rows on a caller's connection ------------------------------------
+#
+# For tools that work on many rows inside one transaction of their own
+# (imports, the adoption of the SDK's table): they decide which row a
+# record goes to, and write it through the same column mapping as a save.
+
+
+def read_records(conn: Connection) -> List[TokenRecord]:
+    """Every stored record, oldest first, read on the caller's connection."""
+    return [_to_record(row) for row in conn.execute(_SELECT_ALL)]
+
+
+def insert_records(conn: Connection, batch: List[TokenRecord]) -> List[str]:
+    """Insert new rows in one statement; returns their ids, in order.
+
+    The records must be normalized (``record.normalized``); one without
+    an id gets a new UUID.
+    """
+    if not batch:
+        return []
+    rows = [_insert_values(record) for record in batch]
+    # One shape for every row of an executemany: columns a record leaves
+    # empty are written as NULL, which is what a new row holds anyway.
+    columns = set().union(*rows)
+    conn.execute(_INSERT, [{name: row.get(name) for name in columns} for row in rows])
+    return [row["id"] for row in rows]
+
+
+def overwrite_record(conn: Connection, row_id: str, record: TokenRecord) -> bool:
+    """Write the fields the record knows over one row, whatever it holds.
+
+    Unlike a save, this does not keep a newer authorization: the caller
+    has decided the record replaces it. False when the row is gone.
+    """
+    parameters = dict(_changed_values(record), row_id=row_id)
+    return conn.execute(_UPDATE_BY_ID, parameters).rowcount > 0
+
+
 def _insert(conn: Connection, record: TokenRecord) -> str:
     values = _insert_values(record)
     conn.execute(_INSERT, values)
@@ -410,8 +448,13 @@ def _insert_values(record: TokenRecord) -> dict:
     values = _changed_values(record)
     values.setdefault("client_id", "")
     values.setdefault("api_domain", "")
-    values.update(id=record.id or str(uuid.uuid4()), created_at=values["updated_at"])
+    values.update(id=record.id or new_token_id(), created_at=values["updated_at"])
     return values
+
+
+def new_token_id() -> str:
+    """The id of a row saved without one: random, so never taken twice."""
+    return str(uuid.uuid4())
 
 
 def _changed_values(record: TokenRecord) -> dict:

@@ -115,10 +115,15 @@ class SchemaState:
 
 @dataclass(frozen=True)
 class SchemaChange:
-    """The revisions a migration found and left; None means no table."""
+    """The revisions a migration found and left; None means no table.
+
+    adoption: when the upgrade took over a table of the SDK's DBStore, what
+        it copied (a ``sqlstore.adopt.AdoptionReport``); otherwise None.
+    """
 
     before: Optional[str]
     after: Optional[str]
+    adoption: Optional[object] = None
 
 
 # ---------------------------------------------------------------- public API
@@ -194,6 +199,23 @@ def schema_state(target: Target = None) -> SchemaState:
 
 
 @contextlib.contextmanager
+def locked(target: Target, doing: str) -> Iterator[Tuple[Connection, str]]:
+    """A connection in a transaction, holding the schema lock.
+
+    Yields it with the masked URL to name the database by. Failures come
+    out as one-line SchemaErrors that start "cannot <doing> <url>".
+    """
+    with _session(target, doing) as (connection, shown):
+        with schema_lock(connection):
+            yield connection, shown
+
+
+def upgrade_on(connection: Connection, revision: str = "head") -> None:
+    """Run the migrations on a connection that holds the schema lock."""
+    _run_alembic(connection, lambda cfg: command.upgrade(cfg, revision))
+
+
+@contextlib.contextmanager
 def schema_lock(connection: Connection) -> Iterator[None]:
     """Hold the lock that keeps two migrations of one database apart.
 
@@ -225,15 +247,35 @@ def schema_lock(connection: Connection) -> Iterator[None]:
 def _migrate(
     target: Target, revision: str, run: Callable, verb: str
 ) -> "SchemaChange":
-    with _session(target, f"{verb} the schema of") as (connection, shown):
-        with schema_lock(connection):
-            # Read under the lock: another process may have just migrated.
-            before = _current_on(connection)
+    with locked(target, f"{verb} the schema of") as (connection, shown):
+        # Read under the lock: another process may have just migrated.
+        before = _current_on(connection)
+        adoption = None
+        if verb == "upgrade":
+            adoption = _adopt_sdk_table(connection, before, revision, shown)
+        if adoption is None:
             _refuse_unversioned(connection, before, shown)
             _run_alembic(connection, lambda cfg: run(cfg, revision))
-            after = _current_on(connection)
+        after = _current_on(connection)
     _log_outcome(verb, before, after, shown)
-    return SchemaChange(before, after)
+    return SchemaChange(before, after, adoption)
+
+
+def _adopt_sdk_table(
+    connection: Connection, before: Optional[str], revision: str, shown: str
+):
+    # The SDK's DBStore names its table as we do. Taking it over is a step
+    # around the migrations rather than one of them: see sqlstore.adopt.
+    from . import adopt
+
+    if not adopt.is_pending(connection, before):
+        return None
+    if revision != "head" and revision != head_revision():
+        raise SchemaError(
+            f"{shown} holds the SDK DBStore's {TABLE_NAME} table, which can "
+            "only be adopted by an upgrade to head"
+        )
+    return adopt.adopt_on(connection, shown, strict=True)
 
 
 def _refuse_unversioned(
