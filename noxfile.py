@@ -38,8 +38,12 @@ LEGACY_SDKS = (
     "zohocrmsdk2-1==3.0.0",
 )
 # What an SDK imports without declaring it as a dependency: zohocrmsdk5-0
-# 1.0.0 loads its MySQL store, and so mysql.connector, on every import.
-UNDECLARED = {"zohocrmsdk5-0==1.0.0": ("mysql-connector-python",)}
+# 1.0.0 and zcrmsdk 3.x load their MySQL store, and so mysql.connector, on
+# every import.
+UNDECLARED = {
+    "zohocrmsdk5-0==1.0.0": ("mysql-connector-python",),
+    "zcrmsdk==3.1.0": ("mysql-connector-python",),
+}
 # The SDK whose interpreter the migration tests hand tokens to and take
 # them from.
 MIGRATION_PARTNER = CURRENT_SDKS[0]
@@ -79,7 +83,9 @@ def sdk(session: nox.Session, distribution: str) -> None:
 @nox.parametrize("distribution", _params(LEGACY_SDKS))
 def legacy(session: nox.Session, distribution: str) -> None:
     """LegacySqlAlchemyStore with one older-family SDK, and migrations."""
-    session.install("-e", ".[test-base]", distribution)
+    session.install(
+        "-e", ".[test-base]", distribution, *UNDECLARED.get(distribution, ())
+    )
     partner = _partner_interpreter(session)
     _run_suite(
         session,

@@ -112,8 +112,15 @@ def _read_leads() -> int:
     return len(response.get_object().get_data())
 
 
-def run_in_new_interpreter(**arguments) -> Outcome:
-    """``run`` in a fresh Python process, as another application would."""
+def run_in_new_interpreter(
+    python: Optional[str] = None, module: str = "sqlstore.scenario", **arguments
+) -> Outcome:
+    """``run`` in a fresh Python process, as another application would.
+
+    python: the interpreter, by default this one; another venv's holds
+        another SDK. module: the scenario to run, this one or
+        ``sqlstore.legacy_scenario``.
+    """
     import subprocess
 
     environment = dict(os.environ, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
@@ -122,7 +129,7 @@ def run_in_new_interpreter(**arguments) -> Outcome:
     # The arguments go in on stdin: a command line is visible to every
     # local user, and these carry a client secret and a database URL.
     finished = subprocess.run(
-        [sys.executable, "-m", "sqlstore.scenario"],
+        [python or sys.executable, "-m", module],
         input=json.dumps(arguments),
         capture_output=True,
         text=True,

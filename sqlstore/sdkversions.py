@@ -61,20 +61,38 @@ def legacy_zcrmsdk_problem() -> Optional[str]:
 # -- the current family -------------------------------------------------------
 
 
+def undeclared_driver_problem(err: ImportError, family) -> Optional[str]:
+    """The pip line for an SDK that failed to import its MySQL driver.
+
+    ``zohocrmsdk5-0`` 1.0.0 and ``zcrmsdk`` 3.x import their MySQL store,
+    and so ``mysql.connector``, on every import, without declaring it as a
+    dependency.
+    """
+    if not err.name or err.name.split(".")[0] != "mysql":
+        return None
+    return (
+        f"the installed Zoho SDK ({installed(family)}) imports "
+        "mysql.connector without installing it: "
+        "pip install mysql-connector-python"
+    )
+
+
 def current_sdk_import_problem(err: ImportError) -> str:
     """What to install when importing the current SDK failed with ``err``."""
-    if err.name and err.name.split(".")[0] == "mysql":
-        # zohocrmsdk5-0 1.0.0 imports its MySQL store's driver on every
-        # import without declaring it as a dependency.
-        return (
-            f"the installed Zoho SDK ({installed(CURRENT)}) imports "
-            "mysql.connector without installing it: "
-            "pip install mysql-connector-python"
-        )
-    return (
+    return undeclared_driver_problem(err, CURRENT) or (
         "sqlstore.SqlAlchemyStore needs Zoho's CRM SDK: "
         'pip install "sqlstore[zoho]" (zohocrmsdk8-0), or install the '
         "zohocrmsdk5-0, 6-0 or 7-0 distribution your application uses"
+    )
+
+
+def legacy_sdk_import_problem(err: ImportError) -> str:
+    """What to install when importing an older SDK failed with ``err``."""
+    return undeclared_driver_problem(err, LEGACY) or (
+        "sqlstore.legacy.LegacySqlAlchemyStore needs one of Zoho's older "
+        "CRM SDKs: pip install zohocrmsdk2-1 (or zohocrmsdk2-0, or "
+        "'zcrmsdk>=3,<4'); for zohocrmsdk5-0 to 8-0 use "
+        "sqlstore.SqlAlchemyStore"
     )
 
 
@@ -96,10 +114,19 @@ def environment_takes_name(environment_class) -> bool:
     return "name" in inspect.signature(environment_class.__init__).parameters
 
 
-def crm_api_version() -> str:
-    """The CRM API version the installed SDK calls, such as ``v8`` or ``2.0``."""
-    try:
-        from zohocrmsdk.src.com.zoho.crm.api.util.constants import Constants
-    except ImportError:
-        from zcrmsdk.src.com.zoho.crm.api.util.constants import Constants
-    return Constants.API_VERSION
+# The CRM API version in the paths each distribution calls.
+CRM_API_VERSIONS = {
+    "zohocrmsdk8-0": "v8",
+    "zohocrmsdk7-0": "v7",
+    "zohocrmsdk6-0": "v6",
+    "zohocrmsdk5-0": "v5",
+    "zohocrmsdk2-1": "v2.1",
+    "zohocrmsdk2-0": "v2",
+    "zcrmsdk": "v2",
+}
+
+
+def crm_api_version(family=CURRENT) -> Optional[str]:
+    """The CRM API version (``v8``, ``v2.1``) the family's installed SDK calls."""
+    found = installed(family)
+    return CRM_API_VERSIONS[found.name] if found is not None else None
