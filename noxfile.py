@@ -48,8 +48,13 @@ UNDECLARED = {
 # them from.
 MIGRATION_PARTNER = CURRENT_SDKS[0]
 
-CURRENT_SUITE = ("tests/test_contract.py", "tests/test_e2e.py")
+CURRENT_SUITE = (
+    "tests/test_contract.py",
+    "tests/test_e2e.py",
+    "tests/test_sdkversions.py",
+)
 LEGACY_SUITE = (
+    "tests/test_sdkversions.py",
     "tests/test_legacy_contract.py",
     "tests/test_legacy_e2e.py",
     "tests/test_migration.py",
