@@ -15,6 +15,7 @@ with. Nothing it prints holds a token value.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
@@ -83,7 +84,12 @@ def run(
 def _environment(zoho_url: str, token_path: str):
     from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
 
-    return DataCenter.Environment(zoho_url, zoho_url + token_path, zoho_url)
+    from .sdkversions import environment_takes_name
+
+    arguments = [zoho_url, zoho_url + token_path, zoho_url]
+    if environment_takes_name(DataCenter.Environment):
+        arguments.append("standin")
+    return DataCenter.Environment(*arguments)
 
 
 def _read_leads() -> int:
@@ -96,15 +102,25 @@ def _read_leads() -> int:
 
     params = ParameterMap()
     params.add(GetRecordsParam.fields, LEAD_FIELDS)
-    response = RecordOperations("Leads").get_records(params)
+    if inspect.signature(RecordOperations).parameters:
+        response = RecordOperations("Leads").get_records(params)
+    else:  # zohocrmsdk5-0 names the module on each call
+        response = RecordOperations().get_records("Leads", params)
     if response is None or not isinstance(response.get_object(), ResponseWrapper):
         status = response.get_status_code() if response is not None else "none"
         raise RuntimeError(f"reading Leads failed (HTTP status {status})")
     return len(response.get_object().get_data())
 
 
-def run_in_new_interpreter(**arguments) -> Outcome:
-    """``run`` in a fresh Python process, as another application would."""
+def run_in_new_interpreter(
+    python: Optional[str] = None, module: str = "sqlstore.scenario", **arguments
+) -> Outcome:
+    """``run`` in a fresh Python process, as another application would.
+
+    python: the interpreter, by default this one; another venv's holds
+        another SDK. module: the scenario to run, this one or
+        ``sqlstore.legacy_scenario``.
+    """
     import subprocess
 
     environment = dict(os.environ, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
@@ -113,7 +129,7 @@ def run_in_new_interpreter(**arguments) -> Outcome:
     # The arguments go in on stdin: a command line is visible to every
     # local user, and these carry a client secret and a database URL.
     finished = subprocess.run(
-        [sys.executable, "-m", "sqlstore.scenario"],
+        [python or sys.executable, "-m", module],
         input=json.dumps(arguments),
         capture_output=True,
         text=True,

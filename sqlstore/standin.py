@@ -25,8 +25,11 @@ otherwise write into the current directory.
 What it serves: ``POST /oauth/v2/token`` (grant and refresh exchanges),
 ``POST /oauth/v2/token/revoke``, and under ``/crm/v8/``: ``users``, ``org``,
 ``settings/fields``, ``settings/modules`` and ``Leads``.  Like CRM v8, a
-Leads read must name its ``fields``.  Every CRM call needs a live
-``Zoho-oauthtoken`` header, else Zoho's 401 INVALID_TOKEN answer.
+Leads read must name its ``fields``.  The same CRM routes answer under the
+paths of the API versions older SDKs call (``/crm/v2/``, ``/crm/v2.1/``,
+``/crm/v5/`` to ``/crm/v7/``); ``crm_versions`` counts the calls each got.
+Every CRM call needs a live ``Zoho-oauthtoken`` header, else Zoho's 401
+INVALID_TOKEN answer.
 
 ``counts`` puts each request in exactly one bucket: a successful grant,
 refresh or revoke exchange, a served CRM call ("crm"), or "rejected" (bad
@@ -38,7 +41,9 @@ serves in the foreground and prints the client credentials and a grant code.
 
 import argparse
 import http.server
+import inspect
 import json
+import re
 import secrets
 import threading
 import time
@@ -49,6 +54,10 @@ TOKEN_PATH = "/oauth/v2/token"
 # The SDK builds its revoke URL as accounts_url + "/revoke".
 REVOKE_PATH = TOKEN_PATH + "/revoke"
 CRM_PREFIX = "/crm/v8/"
+# Every CRM API version a supported SDK calls: the zcrmsdk family's v2 and
+# v2.1, and the zohocrmsdk family's v5 to v8. Their answers to these few
+# routes have the same shape.
+CRM_PATH = re.compile(r"/crm/(v2|v2\.1|v5|v6|v7|v8)/(.*)")
 COUNT_KEYS = ("grant", "refresh", "revoke", "crm", "rejected")
 
 INVALID_TOKEN = {"code": "INVALID_TOKEN", "details": {},
@@ -107,6 +116,7 @@ class ZohoStandIn:
         self._access = {}    # access token -> (email, refresh, expiry)
         self._user_ids = {}  # email -> CRM user id
         self._counts = dict.fromkeys(COUNT_KEYS, 0)
+        self._versions = {}  # CRM API version -> calls served under it
         self._log = []
         self._port = port
         self._server = None
@@ -155,11 +165,21 @@ class ZohoStandIn:
         """The token endpoint; the SDK posts grant and refresh forms here."""
         return self.url + TOKEN_PATH
 
-    def environment(self):
-        """A zohocrmsdk DataCenter.Environment pointing at this server."""
+    def environment(self, data_center=None):
+        """A DataCenter.Environment pointing at this server.
+
+        data_center: the SDK's ``DataCenter`` class; by default that of
+        ``zohocrmsdk``, else of ``zcrmsdk``. The 5.0 and 2.x SDKs also give
+        an environment a name, which goes into the ids they make.
+        """
         # Imported here so the module itself needs nothing but the stdlib.
-        from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
-        return DataCenter.Environment(self.url, self.accounts_url, self.url)
+        if data_center is None:
+            data_center = _installed_data_center()
+        arguments = [self.url, self.accounts_url, self.url]
+        parameters = inspect.signature(data_center.Environment.__init__).parameters
+        if "name" in parameters:
+            arguments.append("standin")
+        return data_center.Environment(*arguments)
 
     def new_grant_token(self, email):
         """A one-time grant code that logs `email` in to this org."""
@@ -181,9 +201,16 @@ class ZohoStandIn:
         with self._lock:
             return dict(self._counts)
 
+    @property
+    def crm_versions(self):
+        """Snapshot of CRM calls served per API version, e.g. {"v8": 5}."""
+        with self._lock:
+            return dict(self._versions)
+
     def reset_counts(self):
         with self._lock:
             self._counts = dict.fromkeys(COUNT_KEYS, 0)
+            self._versions = {}
             self._log = []
 
     @property
@@ -198,9 +225,11 @@ class ZohoStandIn:
         with self._lock:
             self._access.clear()
 
-    def _count(self, key, line):
+    def _count(self, key, line, version=None):
         with self._lock:
             self._counts[key] += 1
+            if version is not None and key == "crm":
+                self._versions[version] = self._versions.get(version, 0) + 1
             self._log.append(line)
 
     # -- accounts server -------------------------------------------------
@@ -333,7 +362,7 @@ class ZohoStandIn:
         return 200, {"data": rows, "info": info}
 
 
-# Path after /crm/v8/ -> method of ZohoStandIn answering it.
+# Path after /crm/<version>/ -> method of ZohoStandIn answering it.
 _CRM_ROUTES = {
     "users": ZohoStandIn._current_user,
     "org": ZohoStandIn._org,
@@ -341,6 +370,14 @@ _CRM_ROUTES = {
     "settings/modules": ZohoStandIn._modules,
     "Leads": ZohoStandIn._leads,
 }
+
+
+def _installed_data_center():
+    try:
+        from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
+    except ImportError:
+        from zcrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
+    return DataCenter
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -375,13 +412,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         standin = self.server.standin
         parts = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(parts.query))
-        if parts.path.startswith(CRM_PREFIX):
-            route = parts.path[len(CRM_PREFIX):].strip("/")
+        crm_path = CRM_PATH.fullmatch(parts.path)
+        version = None
+        if crm_path is not None:
+            version, route = crm_path.group(1), crm_path.group(2).strip("/")
             key, status, body = standin._crm(
                 route, query, self.headers.get("Authorization"))
         else:
             key, status, body = "rejected", 404, INVALID_URL
-        standin._count(key, "GET " + parts.path)
+        standin._count(key, "GET " + parts.path, version)
         self._reply(status, body)
 
     def _form(self):

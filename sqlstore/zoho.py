@@ -26,11 +26,9 @@ try:
     from zohocrmsdk.src.com.zoho.crm.api.exception import SDKException
     from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
 except ImportError as err:  # pragma: no cover - exercised without the SDK
-    raise ImportError(
-        "sqlstore.SqlAlchemyStore needs Zoho's CRM SDK: "
-        'pip install "sqlstore[zoho]" (zohocrmsdk8-0), or install the '
-        "zohocrmsdk5-0, 6-0 or 7-0 distribution your application uses"
-    ) from err
+    from .sdkversions import current_sdk_import_problem
+
+    raise ImportError(current_sdk_import_problem(err)) from err
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ from backends import (  # noqa: F401 (re-exported for the suites)
     backends_required,
     server_url_or_skip,
 )
+from sdkrequire import check_installed
 from sqlalchemy import inspect, text
 
 from sqlstore import migrate
@@ -28,6 +29,10 @@ def _migrated(url: str) -> None:
             migrate.upgrade(engine)
     finally:
         engine.dispose()
+
+
+def pytest_sessionstart(session):
+    check_installed()
 
 
 @pytest.fixture(params=BACKENDS)
