@@ -336,6 +336,11 @@ def test_any_token_round_trips_by_every_key_or_is_refused_by_name(store, backend
     )
     @example(spec=TYPICAL, variant="upper")
     @example(spec=HOSTILE, variant="decomposed")
+    # One refusal of each kind whatever hypothesis draws, so that the
+    # refusing branch is always taken.
+    @example(spec={**TYPICAL, "refresh_token": "1000.\x00.nul"}, variant="same")
+    @example(spec={**TYPICAL, "access_token": "x" * 5000}, variant="same")
+    @example(spec={**TYPICAL, "client_id": "lone \ud800 surrogate"}, variant="same")
     def check(spec, variant):
         store.delete_tokens()
         decoy = decoy_token()
@@ -372,7 +377,7 @@ def test_any_token_round_trips_by_every_key_or_is_refused_by_name(store, backend
 
     check()
     print(f"{backend}: {dict(sorted(counts.items()))}")
-    assert counts["saved"] >= 20 and counts["refused"] >= 10
+    assert counts["saved"] >= 20 and counts["refused"] >= 3
     for key in ("user_name", "access_token", "grant_token", "refresh_token"):
         assert counts["found by " + key] > 0, key
 
