@@ -24,7 +24,7 @@ from sqlalchemy.engine import Engine
 
 from . import config, errors
 from . import record as records
-from .core import TokenRepository
+from .opening import open_repository
 from .expiry import parse_expires_in
 from .record import TokenRecord
 from .sdkversions import legacy_sdk_import_problem, legacy_zcrmsdk_problem
@@ -114,7 +114,7 @@ class LegacySqlAlchemyStore(TokenStore):
         create_schema: Optional[bool] = None,
         options: config.EngineOptions = config.EngineOptions(),
     ):
-        self.repository = _repository(url, engine, create_schema, options)
+        self.repository = open_repository(url, engine, create_schema, options)
 
     @property
     def engine(self) -> Engine:
@@ -194,28 +194,6 @@ class LegacySqlAlchemyStore(TokenStore):
             if found is not None and _same_user(found.user_name, user_name):
                 return found
         return None
-
-
-def _repository(url, engine, create_schema, options) -> TokenRepository:
-    # The same set-up as SqlAlchemyStore's, without the current SDK.
-    if url is not None and engine is not None:
-        raise ValueError("pass either url or engine, not both")
-    if engine is not None:
-        config.check_engine(engine)
-    uses_default_file = engine is None and not config.url_is_configured(url)
-    autocommit_engine = None
-    if engine is None:
-        engine, autocommit_engine = config.create_store_engines(
-            config.database_url(url), options
-        )
-    repository = TokenRepository(engine, autocommit_engine)
-    if create_schema is None:
-        create_schema = uses_default_file or config.is_memory_sqlite(engine.url)
-    if create_schema:
-        from . import migrate
-
-        migrate.upgrade(engine)
-    return repository
 
 
 def _probes(probe: TokenRecord, user_name):

@@ -9,13 +9,13 @@ SQL lives in ``core``.
 from __future__ import annotations
 
 import logging
-import re
 from typing import List, Optional
 
 from sqlalchemy.engine import Engine
 
 from . import config, errors
-from .core import TokenRepository
+from .expiry import parse_expires_in
+from .opening import open_repository
 from .record import TokenRecord
 
 try:
@@ -31,11 +31,6 @@ except ImportError as err:  # pragma: no cover - exercised without the SDK
     raise ImportError(current_sdk_import_problem(err)) from err
 
 log = logging.getLogger(__name__)
-
-# What the SDK writes into expires_in: ASCII digits and nothing else, so
-# that the string comes back exactly as it went in: no leading zero, and no
-# more digits than a BIGINT holds.
-_MILLISECONDS = re.compile(r"0|[1-9][0-9]{0,18}")
 
 # The SDK's error code for a failing token store.
 TOKEN_STORE = "TOKEN_STORE"
@@ -89,25 +84,7 @@ class SqlAlchemyStore(TokenStore):
         create_schema: Optional[bool] = None,
         options: config.EngineOptions = config.EngineOptions(),
     ):
-        if url is not None and engine is not None:
-            raise ValueError("pass either url or engine, not both")
-        if engine is not None:
-            config.check_engine(engine)
-        uses_default_file = engine is None and not config.url_is_configured(url)
-        autocommit_engine = None
-        if engine is None:
-            engine, autocommit_engine = config.create_store_engines(
-                config.database_url(url), options
-            )
-        self.repository = TokenRepository(engine, autocommit_engine, options)
-        if create_schema is None:
-            create_schema = uses_default_file or config.is_memory_sqlite(
-                engine.url
-            )
-        if create_schema:
-            from . import migrate
-
-            migrate.upgrade(engine)
+        self.repository = open_repository(url, engine, create_schema, options)
 
     @property
     def engine(self) -> Engine:
@@ -173,7 +150,7 @@ def to_record(token: OAuthToken) -> TokenRecord:
             f"not {type(signature).__name__}"
         )
     values["user_name"] = signature.get_name() if signature is not None else None
-    values["expiry_time"] = _parse_expiry(token.get_expires_in())
+    values["expiry_time"] = parse_expires_in(token.get_expires_in())
     return TokenRecord(**values)
 
 
@@ -195,20 +172,6 @@ def fill_token(token: OAuthToken, record: TokenRecord) -> None:
         token.set_user_signature(UserSignature(record.user_name))
     if not token.get_expires_in() and record.expiry_time is not None:
         token.set_expires_in(str(record.expiry_time))
-
-
-def _parse_expiry(expires_in) -> Optional[int]:
-    if expires_in is None or expires_in == "":
-        return None
-    if isinstance(expires_in, int) and not isinstance(expires_in, bool):
-        return expires_in
-    if isinstance(expires_in, str) and _MILLISECONDS.fullmatch(expires_in):
-        return int(expires_in)
-    raise ValueError(
-        "token field expires_in must be a string of epoch milliseconds "
-        f"such as '1767225600000', got a {type(expires_in).__name__} that "
-        "is not one"
-    )
 
 
 def _checked_token(token) -> OAuthToken:

@@ -1,0 +1,47 @@
+"""How a store of either SDK family gets its repository.
+
+Both adapters take the same arguments: a URL (else ``SQLSTORE_DATABASE_URL``,
+else the SQLite file ``zohooauth.db``) or an engine of the application's
+own, whether to create the schema, and connection options.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from sqlalchemy.engine import Engine
+
+from . import config
+from .core import TokenRepository
+
+
+def open_repository(
+    url: Optional[str],
+    engine: Optional[Engine],
+    create_schema: Optional[bool],
+    options: config.EngineOptions,
+) -> TokenRepository:
+    """The repository a store works through, its schema made if asked.
+
+    create_schema: None runs the migrations only for the SQLite fallback
+        file and in-memory SQLite; a server database gets its schema at
+        deploy time, from `sqlstore upgrade`.
+    """
+    if url is not None and engine is not None:
+        raise ValueError("pass either url or engine, not both")
+    if engine is not None:
+        config.check_engine(engine)
+    uses_default_file = engine is None and not config.url_is_configured(url)
+    autocommit_engine = None
+    if engine is None:
+        engine, autocommit_engine = config.create_store_engines(
+            config.database_url(url), options
+        )
+    repository = TokenRepository(engine, autocommit_engine, options)
+    if create_schema is None:
+        create_schema = uses_default_file or config.is_memory_sqlite(engine.url)
+    if create_schema:
+        from . import migrate
+
+        migrate.upgrade(engine)
+    return repository
