@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from . import dberrors, errors, forks
+from . import crypto, dberrors, errors, forks
 from . import record as records
 from .config import EngineOptions, is_memory_sqlite, mask_url
 from .direct import ConnectionQueries, DirectQueries
@@ -97,6 +97,8 @@ class TokenRepository:
         database with ``isolation_level="AUTOCOMMIT"``. Without one, they
         run on ``engine`` too, each in a transaction of its own.
     options: the pool settings the autocommit engine was made with.
+    cipher: what the token values are stored as (``sqlstore.crypto``):
+        plain text unless keys were given.
     """
 
     def __init__(
@@ -104,8 +106,10 @@ class TokenRepository:
         engine: Engine,
         autocommit_engine: Optional[Engine] = None,
         options: EngineOptions = EngineOptions(),
+        cipher: "crypto.PlainText | crypto.Encrypting" = crypto.PlainText(),
     ):
         self.engine = engine
+        self.cipher = cipher
         self.autocommit_engine = autocommit_engine or engine
         # An in-memory SQLite database is one connection shared by every
         # thread; interleaved transactions on it would corrupt each other.
@@ -159,14 +163,20 @@ class TokenRepository:
         log.debug("find_token by %s", lookup.key)
         parameters = lookup.parameters(probe)
         rows = self._rows("find_token", find_statement(lookup), parameters)
-        return _newest_record(rows)
+        return self._opened(_newest_record(rows))
 
     def find_by_id(self, token_id: str) -> Optional[TokenRecord]:
         parameters = {"key": records.check_token_id(token_id)}
-        return _newest_record(self._rows("find_token_by_id", _SELECT_BY_ID, parameters))
+        rows = self._rows("find_token_by_id", _SELECT_BY_ID, parameters)
+        return self._opened(_newest_record(rows))
 
     def all(self) -> List[TokenRecord]:
-        return [_to_record(row) for row in self._rows("get_tokens", _SELECT_ALL, {})]
+        rows = self._rows("get_tokens", _SELECT_ALL, {})
+        return [self.cipher.open(_to_record(row)) for row in rows]
+
+    def _opened(self, record: Optional[TokenRecord]) -> Optional[TokenRecord]:
+        # Only the one row the caller gets is decrypted.
+        return self.cipher.open(record) if record is not None else None
 
     def count(self) -> int:
         return self._rows("count", _COUNT, {})[0].tokens
@@ -181,19 +191,21 @@ class TokenRepository:
         """
         try:
             record = records.normalized(record)
+            # Encrypted once per save, however many attempts it takes.
+            sealed = self.cipher.seal(record)
         except (TypeError, ValueError) as err:
             log.error("token not saved: %s", err)
             raise
         secrets = record.secret_values()
         try:
-            if record.id and self._update_in_place(record, secrets):
+            if record.id and self._update_in_place(record, secrets, sealed):
                 return record.id
             if _holds_whole_key(record):
-                inserted = self._insert_alone(record, secrets)
+                inserted = self._insert_alone(record, secrets, sealed)
                 if inserted is not None:
                     return inserted
             return self._run(
-                "save_token", lambda: self._upsert(record), secrets
+                "save_token", lambda: self._upsert(record, sealed), secrets
             )
         except errors.SqlStoreError as err:
             # Zoho's SDK logs and swallows save errors, so a token that was
@@ -220,10 +232,10 @@ class TokenRepository:
         log.info("delete_tokens: %d tokens deleted", deleted)
         return deleted
 
-    def _update_in_place(self, record: TokenRecord, secrets) -> bool:
+    def _update_in_place(self, record: TokenRecord, secrets, sealed) -> bool:
         # The SDK's refresh saves a token that has an id: one UPDATE, no
         # transaction around it. Nothing updated: the full save decides.
-        statement, parameters = _update_by_id(record, record.id)
+        statement, parameters = _update_by_id(record, record.id, sealed)
         # A unique key refusing an update by id is no race: the values
         # belong to another row, and trying again will not change that.
         updated = self._rowcount(
@@ -231,12 +243,12 @@ class TokenRepository:
         )
         return updated > 0
 
-    def _insert_alone(self, record: TokenRecord, secrets) -> Optional[str]:
+    def _insert_alone(self, record: TokenRecord, secrets, sealed) -> Optional[str]:
         # A new user's first save (the SDK's, after a grant exchange) is one
         # INSERT, with no transaction around it. A unique key refusing it
         # means a row exists: the full save then finds and updates it, one
         # wasted round trip for a save without an id of a known user.
-        values = _insert_values(record)
+        values = _insert_values(record, sealed)
         run = self._queries.rowcount
 
         def attempt() -> Optional[str]:
@@ -248,12 +260,12 @@ class TokenRepository:
 
         return self._run("save_token", attempt, secrets)
 
-    def _upsert(self, record: TokenRecord) -> str:
+    def _upsert(self, record: TokenRecord, sealed: dict) -> str:
         with self._serial, self.engine.begin() as conn:
             row_id = _locate_for_save(conn, record)
             if row_id is None:
-                return _insert(conn, record)
-            return _update(conn, record, row_id)
+                return _insert(conn, record, sealed)
+            return _update(conn, record, row_id, sealed)
 
     # -- running statements ----------------------------------------------
 
@@ -362,14 +374,14 @@ def _locate_for_save(conn: Connection, record: TokenRecord) -> Optional[str]:
     return None
 
 
-def _update(conn: Connection, record: TokenRecord, row_id: str) -> str:
+def _update(conn: Connection, record: TokenRecord, row_id: str, sealed) -> str:
     if record.id != row_id:
         # Found by its keys: a new authorization of the user, or a token
         # whose id the table does not know; it replaces what is stored.
-        statement, parameters = _UPDATE_BY_ID, _changed_values(record)
+        statement, parameters = _UPDATE_BY_ID, _changed_values(record, sealed)
         parameters["row_id"] = row_id
     else:
-        statement, parameters = _update_by_id(record, row_id)
+        statement, parameters = _update_by_id(record, row_id, sealed)
     if conn.execute(statement, parameters).rowcount:
         return row_id
     if conn.execute(_EXISTS_BY_ID, {"key": row_id}).first() is None:
@@ -382,9 +394,9 @@ def _update(conn: Connection, record: TokenRecord, row_id: str) -> str:
     return row_id
 
 
-def _update_by_id(record: TokenRecord, row_id: str):
+def _update_by_id(record: TokenRecord, row_id: str, sealed):
     """The UPDATE of a save by id, guarded when it carries a refresh token."""
-    parameters = dict(_changed_values(record), row_id=row_id)
+    parameters = dict(_changed_values(record, sealed), row_id=row_id)
     if not record.refresh_token:
         return _UPDATE_BY_ID, parameters
     parameters["same_refresh"] = digest(record.refresh_token)
@@ -400,22 +412,26 @@ def _holds_whole_key(record: TokenRecord) -> bool:
     return bool(record.user_name and record.client_id and record.api_domain)
 
 
-def _insert(conn: Connection, record: TokenRecord) -> str:
-    values = _insert_values(record)
+def _insert(conn: Connection, record: TokenRecord, sealed) -> str:
+    values = _insert_values(record, sealed)
     conn.execute(_INSERT, values)
     return values["id"]
 
 
-def _insert_values(record: TokenRecord) -> dict:
-    values = _changed_values(record)
+def _insert_values(record: TokenRecord, sealed) -> dict:
+    values = _changed_values(record, sealed)
     values.setdefault("client_id", "")
     values.setdefault("api_domain", "")
     values.update(id=record.id or str(uuid.uuid4()), created_at=values["updated_at"])
     return values
 
 
-def _changed_values(record: TokenRecord) -> dict:
-    """The columns a save sets: every field the record knows, and digests."""
+def _changed_values(record: TokenRecord, sealed) -> dict:
+    """The columns a save sets: every field the record knows, and digests.
+
+    sealed: the stored (encrypted) form of the record's secrets, if any.
+    Digests are of the plain values, so lookups need no key.
+    """
     values = {}
     for name in _SETTABLE:
         value = getattr(record, name)
@@ -424,5 +440,6 @@ def _changed_values(record: TokenRecord) -> dict:
     for name in records.TOKEN_FIELDS:
         if name in values:
             values[f"{name}_digest"] = digest(values[name])
+    values.update(sealed)
     values["updated_at"] = utc_now()
     return values

@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from sqlalchemy.engine import Engine
 
-from . import config, errors
+from . import config, crypto, errors
 from .core import TokenRepository
 from .record import TokenRecord
 
@@ -81,6 +81,10 @@ class SqlAlchemyStore(TokenStore):
         only for the SQLite fallback file and in-memory SQLite; on a server
         database the schema is created at deploy time by `sqlstore upgrade`.
     options: connection tuning, see ``sqlstore.config.EngineOptions``.
+    encryption_keys: Fernet keys (a list, or one comma-separated string);
+        tokens and the client secret are then stored encrypted under the
+        first, and read under any. None reads ``SQLSTORE_ENCRYPTION_KEYS``;
+        an empty list turns encryption off whatever that variable says.
     """
 
     def __init__(
@@ -90,9 +94,12 @@ class SqlAlchemyStore(TokenStore):
         engine: Optional[Engine] = None,
         create_schema: Optional[bool] = None,
         options: config.EngineOptions = config.EngineOptions(),
+        encryption_keys: crypto.Keys = None,
     ):
         if url is not None and engine is not None:
             raise ValueError("pass either url or engine, not both")
+        # Keys first: a bad one fails before any connection is made.
+        cipher = crypto.cipher_for(encryption_keys)
         if engine is not None:
             config.check_engine(engine)
         uses_default_file = engine is None and not config.url_is_configured(url)
@@ -101,7 +108,9 @@ class SqlAlchemyStore(TokenStore):
             engine, autocommit_engine = config.create_store_engines(
                 config.database_url(url), options
             )
-        self.repository = TokenRepository(engine, autocommit_engine, options)
+        self.repository = TokenRepository(
+            engine, autocommit_engine, options, cipher=cipher
+        )
         if create_schema is None:
             create_schema = uses_default_file or config.is_memory_sqlite(
                 engine.url
@@ -115,8 +124,14 @@ class SqlAlchemyStore(TokenStore):
     def engine(self) -> Engine:
         return self.repository.engine
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store encrypts the token values it saves."""
+        return self.repository.cipher.encrypts
+
     def __repr__(self) -> str:
-        return f"SqlAlchemyStore(url={config.mask_url(self.engine.url)!r})"
+        where = config.mask_url(self.engine.url)
+        return f"SqlAlchemyStore(url={where!r}, encrypted={self.encrypted})"
 
     def close(self) -> None:
         """Close the store's pooled connections (it reconnects if used)."""
@@ -226,6 +241,10 @@ def _guarded(operation, *args):
     """Run a repository call, raising database failures the SDK's way."""
     try:
         return operation(*args)
-    except (errors.StoreDatabaseError, errors.SchemaError) as err:
+    except (
+        errors.StoreDatabaseError,
+        errors.SchemaError,
+        errors.DecryptionError,
+    ) as err:
         raise TokenStoreError(str(err), err.__cause__ or err) from err
 
