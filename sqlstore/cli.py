@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from . import config, migrate
+from . import config, keycommands, migrate
 from .errors import SqlStoreError
 
 url_option = click.option(
@@ -80,6 +80,9 @@ def demo(url, keep) -> None:
     from .demo import run_demo
 
     run_demo(url, click.echo, keep=keep)
+
+
+keycommands.add_to(cli, url_option)
 
 
 def main(argv=None) -> int:
