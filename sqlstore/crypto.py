@@ -214,8 +214,11 @@ def _fernet_module():
 
 
 def _fernet(fernet, key: bytes, number: int, count: int, source: str):
+    # Python's base64 decoder drops what follows the padding, so "KEY=x"
+    # would pass as KEY: only the exact encoding of 32 bytes is taken.
     try:
-        return fernet.Fernet(key)
+        if _canonical(key):
+            return fernet.Fernet(key)
     except (ValueError, TypeError):
         pass
     # Not chained: the library's error may quote the value it refused.
@@ -224,6 +227,13 @@ def _fernet(fernet, key: bytes, number: int, count: int, source: str):
         "key: expected 32 bytes in url-safe base64, 44 characters, got "
         f"{len(key)} characters{_why(key)}; make one with `sqlstore keygen`"
     )
+
+
+def _canonical(key: bytes) -> bool:
+    try:
+        return base64.urlsafe_b64encode(base64.urlsafe_b64decode(key)) == key
+    except ValueError:
+        return False
 
 
 def _why(key: bytes) -> str:
