@@ -2,7 +2,8 @@
 
 PostgreSQL and MariaDB are reached through a ``FaultProxy`` on 127.0.0.1
 (faultproxy.py) that cuts or stalls the connections while the servers go
-on running, in a database of this suite's own, ``sqlstore_faults``. The
+on running, in a database of this suite's own: the test database's name
+and ``_faults`` (``sqlstore_test_faults`` by default). The
 store is the one the application would have: made once, never restarted.
 Each test prints its figures: calls made, failures, the slowest time to
 fail, the time to recover, and the proxy's connection counts.
@@ -35,7 +36,9 @@ from sqlstore import EngineOptions, SqlAlchemyStore, migrate
 from sqlstore.model import oauthtoken
 
 SERVERS = ["postgresql", "mariadb"]
-DATABASE = "sqlstore_faults"
+# Named after the test database, so that runs pointed at databases of
+# their own (SQLSTORE_TEST_*_URL) do not share this one either.
+DATABASE_SUFFIX = "_faults"
 # Short timeouts, so that an outage costs the suite seconds, not minutes.
 OPTIONS = EngineOptions(connect_timeout=1.0, statement_timeout=1.0)
 # A call may meet a dead pooled connection, retry, and then wait out one
@@ -97,7 +100,8 @@ class Tokens:
 
 def faults_url(server: str) -> URL:
     """The server's URL (conftest's), pointing at this suite's database."""
-    url = make_url(server_url_or_skip(server)).set(database=DATABASE)
+    url = make_url(server_url_or_skip(server))
+    url = url.set(database=url.database + DATABASE_SUFFIX)
     if url.host not in ("127.0.0.1", "localhost"):
         pytest.skip(f"fault tests proxy to 127.0.0.1 only, not {url.host}")
     return url
