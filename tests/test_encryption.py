@@ -22,6 +22,8 @@ from zohocrmsdk.src.com.zoho.crm.api.exception import SDKException
 from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
 
 from sqlstore import ConfigurationError, SqlAlchemyStore, crypto, migrate, rekey
+from sqlstore.scenario import run as run_sdk_process
+from sqlstore.standin import ZohoStandIn
 
 KEY_1 = crypto.generate_key()
 KEY_2 = crypto.generate_key()
@@ -495,3 +497,42 @@ def test_no_key_or_secret_in_logs_reprs_or_errors(stores, capfd):
         logging.getLogger("sqlstore").debug("done")
         rekey.rotate(store.engine, crypto.cipher_for([KEY_3]))  # fails the row
     assert_clean(captured, secrets)
+
+
+# -- through the SDK -----------------------------------------------------------
+
+
+@pytest.fixture
+def zoho(monkeypatch, tmp_path):
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    monkeypatch.chdir(tmp_path)  # the SDK may write files into the cwd
+    with ZohoStandIn() as server:
+        yield server
+
+
+def test_the_sdk_meets_a_row_it_cannot_open_as_an_error_not_a_new_grant(
+    stores, zoho
+):
+    def app(store, **key):
+        return run_sdk_process(
+            database_url=None, zoho_url=zoho.url, client_id=zoho.client_id,
+            client_secret=zoho.client_secret, store=store, **key,
+        )
+
+    first = app(stores([KEY_1]), grant_token=zoho.new_grant_token("ada@example.com"))
+    exchanges = dict(zoho.counts)
+    with pytest.raises(SDKException) as refused:
+        app(stores([KEY_2]), user_name=first.user_name)
+    after_refusal = dict(zoho.counts)
+    again = app(stores([KEY_2, KEY_1]), user_name=first.user_name)
+    print(f"first run: {first}; refused: {refused.value}; "
+          f"exchanges before {exchanges}, after the refusal {after_refusal}")
+    assert refused.value.code == "TOKEN_STORE"
+    assert first.token_id in str(refused.value)
+    # Not taken for "not found": no grant was exchanged, nothing refreshed.
+    assert after_refusal.get("grant") == exchanges.get("grant") == 1
+    assert after_refusal.get("refresh", 0) == exchanges.get("refresh", 0)
+    assert (again.token_id, again.records) == (first.token_id, first.records)
+    assert_no_secret_in_table(stores([]), [zoho.client_secret])
