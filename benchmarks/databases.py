@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlstore import migrate
 from sqlstore.config import create_store_engine
 from sqlstore.model import oauthtoken
-from sqlstore.record import digest
+from sqlstore.record import SECRET_FIELDS, digest
 
 from . import data, settings
 
@@ -72,25 +72,26 @@ def mysql_connect(database=settings.DATABASE, autocommit=True):
 
 
 def ensure_databases() -> None:
-    """Create sqlstore_bench on both servers when it is not there yet."""
+    """Create the benchmark's databases on both servers if they are missing."""
+    names = (settings.DATABASE, settings.ENCRYPTED_DATABASE)
     conn = pg_connect("postgres")
     try:
         conn.autocommit = True
         with conn.cursor() as cur:
-            cur.execute(
-                "SELECT 1 FROM pg_database WHERE datname = %s", (settings.DATABASE,)
-            )
-            if cur.fetchone() is None:
-                cur.execute(f'CREATE DATABASE "{settings.DATABASE}"')
+            for name in names:
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                if cur.fetchone() is None:
+                    cur.execute(f'CREATE DATABASE "{name}"')
     finally:
         conn.close()
     conn = mysql_connect(database=None)
     try:
         with conn.cursor() as cur:
-            cur.execute(
-                f"CREATE DATABASE IF NOT EXISTS `{settings.DATABASE}` "
-                "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-            )
+            for name in names:
+                cur.execute(
+                    f"CREATE DATABASE IF NOT EXISTS `{name}` "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+                )
     finally:
         conn.close()
 
@@ -108,6 +109,18 @@ def floor_table(metadata: MetaData) -> Table:
                 oauthtoken.name, settings.FLOOR_TABLE, 1
             )
     return table
+
+
+def reset_our_table(url: str) -> None:
+    """Our table alone, anew: where the store with encryption keeps tokens."""
+    engine = create_store_engine(url)
+    try:
+        with engine.begin() as conn:
+            for name in (settings.OURS_TABLE, migrate.VERSION_TABLE):
+                conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
 
 
 def reset_server_tables(url: str) -> None:
@@ -166,11 +179,23 @@ def store_row(spec: data.TokenSpec) -> dict:
     }
 
 
-def fill_table(engine: Engine, table: Table, specs: List[data.TokenSpec]) -> None:
+def fill_table(
+    engine: Engine, table: Table, specs: List[data.TokenSpec], cipher=None
+) -> None:
+    """Bulk-insert the specs' rows; encrypted as the store would, with cipher."""
     for start in range(0, len(specs), CHUNK):
         rows = [store_row(spec) for spec in specs[start : start + CHUNK]]
+        if cipher is not None:
+            rows = [_sealed(cipher, row) for row in rows]
         with engine.begin() as conn:
             conn.execute(insert(table), rows)
+
+
+def _sealed(cipher, row: dict) -> dict:
+    for name in SECRET_FIELDS:
+        if row[name] is not None:
+            row[name] = cipher.encrypt(name, row[name])
+    return row
 
 
 def fill_sdk_table(specs: List[data.TokenSpec]) -> None:
@@ -210,6 +235,7 @@ def analyze_servers(stage) -> None:
                     cur.execute(f"ANALYZE {name}")
         finally:
             conn.close()
+        _analyze_encrypted(stage)
     if "MariaDB" in backends:
         conn = mysql_connect()
         try:
@@ -217,5 +243,21 @@ def analyze_servers(stage) -> None:
                 names = (settings.OURS_TABLE, settings.FLOOR_TABLE, settings.SDK_TABLE)
                 cur.execute(f"ANALYZE TABLE {', '.join(names)}")
                 cur.fetchall()
+                encrypted = f"{settings.ENCRYPTED_DATABASE}.{settings.OURS_TABLE}"
+                cur.execute(f"ANALYZE TABLE {encrypted}")
+                cur.fetchall()
         finally:
             conn.close()
+
+
+def _analyze_encrypted(stage) -> None:
+    # PostgreSQL's ANALYZE reaches only the database it is connected to.
+    if not any(s.is_encrypted and s.backend == "PostgreSQL" for s in stage.subjects):
+        return
+    conn = pg_connect(settings.ENCRYPTED_DATABASE)
+    try:
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f"ANALYZE {settings.OURS_TABLE}")
+    finally:
+        conn.close()

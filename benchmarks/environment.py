@@ -78,7 +78,8 @@ def drivers() -> str:
     return (
         f"psycopg2 {_version('psycopg2-binary')} (libpq {libpq // 10000}."
         f"{libpq % 10000}), PyMySQL {_version('PyMySQL')}, "
-        f"sqlite3 (SQLite {sqlite3.sqlite_version}); for the SDK's DBStore "
+        f"sqlite3 (SQLite {sqlite3.sqlite_version}), cryptography "
+        f"{_version('cryptography')} (our store with a key); for the SDK's DBStore "
         f"mysql-connector-python {_version('mysql-connector-python')} ({cext})"
     )
 

@@ -1,12 +1,14 @@
 """What a run measures and where: loopback servers, sizes, caps, budgets.
 
-Only the ``sqlstore_bench`` databases are touched, on 127.0.0.1 alone; the
-test suite's ``sqlstore_test`` and every other database are left alone.
+Only the ``sqlstore_bench`` and ``sqlstore_bench_encrypted`` databases are
+touched, on 127.0.0.1 alone; the test suite's ``sqlstore_test`` and every
+other database are left alone.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Dict, Tuple
 
 HOST = "127.0.0.1"
@@ -14,10 +16,16 @@ PG_PORT = 5432
 PG_USER = "postgres"
 MYSQL_PORT = 3306
 MYSQL_USER = "root"
-DATABASE = "sqlstore_bench"
+# SQLSTORE_BENCH_DATABASE moves a run to databases of another name on the
+# same loopback servers, so that two runs need not share tables.
+DATABASE = os.environ.get("SQLSTORE_BENCH_DATABASE") or "sqlstore_bench"
+# Our store with encryption keeps its table of the same name apart.
+ENCRYPTED_DATABASE = f"{DATABASE}_encrypted"
 
 PG_URL = f"postgresql+psycopg2://{PG_USER}@{HOST}:{PG_PORT}/{DATABASE}"
 MYSQL_URL = f"mysql+pymysql://{MYSQL_USER}@{HOST}:{MYSQL_PORT}/{DATABASE}"
+PG_ENCRYPTED_URL = PG_URL.rsplit("/", 1)[0] + "/" + ENCRYPTED_DATABASE
+MYSQL_ENCRYPTED_URL = MYSQL_URL.rsplit("/", 1)[0] + "/" + ENCRYPTED_DATABASE
 
 # Table names inside sqlstore_bench: ours is the migrations' own name.
 OURS_TABLE = "oauthtoken"

@@ -13,6 +13,8 @@ import tempfile
 import time
 from typing import Dict, List
 
+from sqlstore import migrate
+
 from . import databases, floors, settings, subjects
 
 
@@ -76,10 +78,13 @@ def build() -> Stage:
 
 def _sqlite_subjects(tempdir: str) -> List[subjects.Subject]:
     ours_url = f"sqlite:///{os.path.join(tempdir, 'ours.db')}"
+    encrypted_url = f"sqlite:///{os.path.join(tempdir, 'ours-encrypted.db')}"
     floor_path = os.path.join(tempdir, "floor.db")
     databases.create_sqlite_files(ours_url, f"sqlite:///{floor_path}")
+    migrate.upgrade(encrypted_url)
     return [
         subjects.OursSubject(ours_url, "SQLite", "ours-sqlite"),
+        subjects.OursEncryptedSubject(encrypted_url, "SQLite", "ours-sqlite"),
         floors.SqliteFloor(floor_path),
     ]
 
@@ -95,9 +100,17 @@ def _server_subjects(missing: Dict[str, str]) -> List[subjects.Subject]:
     made: List[subjects.Subject] = []
     databases.reset_server_tables(settings.PG_URL)
     made.append(subjects.OursSubject(settings.PG_URL, "PostgreSQL", "ours-postgresql"))
+    databases.reset_our_table(settings.PG_ENCRYPTED_URL)
+    made.append(subjects.OursEncryptedSubject(
+        settings.PG_ENCRYPTED_URL, "PostgreSQL", "ours-postgresql"
+    ))
     made.append(floors.PostgresFloor())
     databases.reset_server_tables(settings.MYSQL_URL)
     made.append(subjects.OursSubject(settings.MYSQL_URL, "MariaDB", "ours-mariadb"))
+    databases.reset_our_table(settings.MYSQL_ENCRYPTED_URL)
+    made.append(subjects.OursEncryptedSubject(
+        settings.MYSQL_ENCRYPTED_URL, "MariaDB", "ours-mariadb"
+    ))
     made.append(floors.MysqlFloor())
     made.append(subjects.SdkDbSubject())
     return made

@@ -38,6 +38,8 @@ class Subject:
     cap_key = ""
     is_floor = False
     is_ours = False
+    # Our store with encryption keys: checked like ours, reported beside it.
+    is_encrypted = False
 
     def fill(self, specs: List[data.TokenSpec]) -> None:
         raise NotImplementedError
@@ -166,6 +168,37 @@ class OursSubject(SdkFacing):
             close()
         else:
             self.token_store.engine.dispose()
+
+
+class OursEncryptedSubject(OursSubject):
+    """Our store with an encryption key, in a table of its own.
+
+    plain_key: the subject of our store without keys on the same backend,
+    which the report sets it against.
+    """
+
+    store = "sqlstore, encrypted"
+    is_ours = False
+    is_encrypted = True
+
+    def __init__(self, url: str, backend: str, plain_key: str):
+        from sqlstore import SqlAlchemyStore, crypto
+
+        # A key of this run's own: the benchmark's tokens are made up.
+        store = SqlAlchemyStore(url, encryption_keys=[crypto.generate_key()])
+        SdkFacing.__init__(self, store)
+        self.cipher = store.repository.cipher
+        self.url = url
+        self.backend = backend
+        self.plain_key = plain_key
+        self.key = self.cap_key = f"{plain_key}-encrypted"
+
+    def fill(self, specs):
+        from sqlstore.model import oauthtoken
+
+        databases.fill_table(
+            self.token_store.engine, oauthtoken, specs, cipher=self.cipher
+        )
 
 
 class SdkDbSubject(SdkFacing):

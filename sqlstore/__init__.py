@@ -7,6 +7,7 @@ the migrations work in an environment without a Zoho SDK installed.
 from .config import EngineOptions
 from .errors import (
     ConfigurationError,
+    DecryptionError,
     MissingDriverError,
     SchemaError,
     SqlStoreError,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigurationError",
+    "DecryptionError",
     "EngineOptions",
     "MissingDriverError",
     "SchemaError",

@@ -19,7 +19,7 @@ from typing import Iterator, List, Optional
 import click
 from sqlalchemy.engine import Engine
 
-from . import config, migrate
+from . import config, keycommands, migrate
 from .errors import ConfigurationError, SqlStoreError
 
 url_option = click.option(
@@ -226,11 +226,11 @@ def _aligned(rows: List[List[str]]) -> List[str]:
 @json_option
 def show(url, token_id, as_json) -> None:
     """Every field of one token, secrets masked."""
-    from .core import TokenRepository
+    from .core import tool_repository
     from .inventory import view
 
     with _engine(url) as engine:
-        found = TokenRepository(engine).find_by_id(token_id)
+        found = tool_repository(engine).find_by_id(token_id)
     if found is None:
         raise OneLineError(f"no token with id {token_id!r}")
     shown = view(found)
@@ -248,10 +248,10 @@ def show(url, token_id, as_json) -> None:
 @click.argument("token_id", metavar="ID")
 def delete(url, token_id) -> None:
     """Delete one token by its id."""
-    from .core import TokenRepository
+    from .core import tool_repository
 
     with _engine(url) as engine:
-        deleted = TokenRepository(engine).delete(token_id)
+        deleted = tool_repository(engine).delete(token_id)
     if not deleted:
         raise OneLineError(f"no token with id {token_id!r}; nothing deleted")
     click.echo(f"deleted token {token_id}")
@@ -262,10 +262,10 @@ def delete(url, token_id) -> None:
 @click.option("--yes", is_flag=True, help="Really delete every token.")
 def purge(url, yes) -> None:
     """Delete every token (only with --yes)."""
-    from .core import TokenRepository
+    from .core import tool_repository
 
     with _engine(url) as engine:
-        repository = TokenRepository(engine)
+        repository = tool_repository(engine)
         if not yes:
             raise OneLineError(
                 f"purge deletes all {_tokens(repository.count())} of "
@@ -397,6 +397,9 @@ def demo(url, keep) -> None:
     from .demo import run_demo
 
     run_demo(url, click.echo, keep=keep)
+
+
+keycommands.add_to(cli, url_option)
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from . import dberrors, errors, forks
+from . import crypto, dberrors, errors, forks
 from . import record as records
 from .config import EngineOptions, is_memory_sqlite, mask_url
 from .direct import ConnectionQueries, DirectQueries
@@ -97,6 +97,8 @@ class TokenRepository:
         database with ``isolation_level="AUTOCOMMIT"``. Without one, they
         run on ``engine`` too, each in a transaction of its own.
     options: the pool settings the autocommit engine was made with.
+    cipher: what the token values are stored as (``sqlstore.crypto``):
+        plain text unless keys were given.
     """
 
     def __init__(
@@ -104,8 +106,10 @@ class TokenRepository:
         engine: Engine,
         autocommit_engine: Optional[Engine] = None,
         options: EngineOptions = EngineOptions(),
+        cipher: "crypto.PlainText | crypto.Encrypting" = crypto.PlainText(),
     ):
         self.engine = engine
+        self.cipher = cipher
         self.autocommit_engine = autocommit_engine or engine
         # An in-memory SQLite database is one connection shared by every
         # thread; interleaved transactions on it would corrupt each other.
@@ -159,14 +163,20 @@ class TokenRepository:
         log.debug("find_token by %s", lookup.key)
         parameters = lookup.parameters(probe)
         rows = self._rows("find_token", find_statement(lookup), parameters)
-        return _newest_record(rows)
+        return self._opened(_newest_record(rows))
 
     def find_by_id(self, token_id: str) -> Optional[TokenRecord]:
         parameters = {"key": records.check_token_id(token_id)}
-        return _newest_record(self._rows("find_token_by_id", _SELECT_BY_ID, parameters))
+        rows = self._rows("find_token_by_id", _SELECT_BY_ID, parameters)
+        return self._opened(_newest_record(rows))
 
     def all(self) -> List[TokenRecord]:
-        return [_to_record(row) for row in self._rows("get_tokens", _SELECT_ALL, {})]
+        rows = self._rows("get_tokens", _SELECT_ALL, {})
+        return [self.cipher.open(_to_record(row)) for row in rows]
+
+    def _opened(self, record: Optional[TokenRecord]) -> Optional[TokenRecord]:
+        # Only the one row the caller gets is decrypted.
+        return self.cipher.open(record) if record is not None else None
 
     def count(self) -> int:
         return self._rows("count", _COUNT, {})[0].tokens
@@ -181,19 +191,21 @@ class TokenRepository:
         """
         try:
             record = records.normalized(record)
+            # Encrypted once per save, however many attempts it takes.
+            sealed = self.cipher.seal(record)
         except (TypeError, ValueError) as err:
             log.error("token not saved: %s", err)
             raise
         secrets = record.secret_values()
         try:
-            if record.id and self._update_in_place(record, secrets):
+            if record.id and self._update_in_place(record, secrets, sealed):
                 return record.id
             if _holds_whole_key(record):
-                inserted = self._insert_alone(record, secrets)
+                inserted = self._insert_alone(record, secrets, sealed)
                 if inserted is not None:
                     return inserted
             return self._run(
-                "save_token", lambda: self._upsert(record), secrets
+                "save_token", lambda: self._upsert(record, sealed), secrets
             )
         except errors.SqlStoreError as err:
             # Zoho's SDK logs and swallows save errors, so a token that was
@@ -220,10 +232,10 @@ class TokenRepository:
         log.info("delete_tokens: %d tokens deleted", deleted)
         return deleted
 
-    def _update_in_place(self, record: TokenRecord, secrets) -> bool:
+    def _update_in_place(self, record: TokenRecord, secrets, sealed) -> bool:
         # The SDK's refresh saves a token that has an id: one UPDATE, no
         # transaction around it. Nothing updated: the full save decides.
-        statement, parameters = _update_by_id(record, record.id)
+        statement, parameters = _update_by_id(record, record.id, sealed)
         # A unique key refusing an update by id is no race: the values
         # belong to another row, and trying again will not change that.
         updated = self._rowcount(
@@ -231,12 +243,12 @@ class TokenRepository:
         )
         return updated > 0
 
-    def _insert_alone(self, record: TokenRecord, secrets) -> Optional[str]:
+    def _insert_alone(self, record: TokenRecord, secrets, sealed) -> Optional[str]:
         # A new user's first save (the SDK's, after a grant exchange) is one
         # INSERT, with no transaction around it. A unique key refusing it
         # means a row exists: the full save then finds and updates it, one
         # wasted round trip for a save without an id of a known user.
-        values = _insert_values(record)
+        values = _insert_values(record, sealed)
         run = self._queries.rowcount
 
         def attempt() -> Optional[str]:
@@ -248,12 +260,12 @@ class TokenRepository:
 
         return self._run("save_token", attempt, secrets)
 
-    def _upsert(self, record: TokenRecord) -> str:
+    def _upsert(self, record: TokenRecord, sealed: dict) -> str:
         with self._serial, self.engine.begin() as conn:
             row_id = _locate_for_save(conn, record)
             if row_id is None:
-                return _insert(conn, record)
-            return _update(conn, record, row_id)
+                return _insert(conn, record, sealed)
+            return _update(conn, record, row_id, sealed)
 
     # -- running statements ----------------------------------------------
 
@@ -317,6 +329,12 @@ class TokenRepository:
         )
 
 
+def tool_repository(engine: Engine) -> TokenRepository:
+    """A repository for the command line's tools: one engine, and the
+    environment's encryption keys (``SQLSTORE_ENCRYPTION_KEYS``)."""
+    return TokenRepository(engine, cipher=crypto.cipher_for(None))
+
+
 # -- reading results ---------------------------------------------------------
 
 
@@ -362,14 +380,14 @@ def _locate_for_save(conn: Connection, record: TokenRecord) -> Optional[str]:
     return None
 
 
-def _update(conn: Connection, record: TokenRecord, row_id: str) -> str:
+def _update(conn: Connection, record: TokenRecord, row_id: str, sealed) -> str:
     if record.id != row_id:
         # Found by its keys: a new authorization of the user, or a token
         # whose id the table does not know; it replaces what is stored.
-        statement, parameters = _UPDATE_BY_ID, _changed_values(record)
+        statement, parameters = _UPDATE_BY_ID, _changed_values(record, sealed)
         parameters["row_id"] = row_id
     else:
-        statement, parameters = _update_by_id(record, row_id)
+        statement, parameters = _update_by_id(record, row_id, sealed)
     if conn.execute(statement, parameters).rowcount:
         return row_id
     if conn.execute(_EXISTS_BY_ID, {"key": row_id}).first() is None:
@@ -382,9 +400,9 @@ def _update(conn: Connection, record: TokenRecord, row_id: str) -> str:
     return row_id
 
 
-def _update_by_id(record: TokenRecord, row_id: str):
+def _update_by_id(record: TokenRecord, row_id: str, sealed):
     """The UPDATE of a save by id, guarded when it carries a refresh token."""
-    parameters = dict(_changed_values(record), row_id=row_id)
+    parameters = dict(_changed_values(record, sealed), row_id=row_id)
     if not record.refresh_token:
         return _UPDATE_BY_ID, parameters
     parameters["same_refresh"] = digest(record.refresh_token)
@@ -404,15 +422,26 @@ def _holds_whole_key(record: TokenRecord) -> bool:
 #
 # For tools that work on many rows inside one transaction of their own
 # (imports, the adoption of the SDK's table): they decide which row a
-# record goes to, and write it through the same column mapping as a save.
+# record goes to, and write it through the same column mapping, and the
+# same cipher, as a save. Without a cipher they take the environment's
+# keys (``SQLSTORE_ENCRYPTION_KEYS``), as the command line does.
+
+Cipher = "crypto.PlainText | crypto.Encrypting"
 
 
-def read_records(conn: Connection) -> List[TokenRecord]:
-    """Every stored record, oldest first, read on the caller's connection."""
-    return [_to_record(row) for row in conn.execute(_SELECT_ALL)]
+def read_records(
+    conn: Connection, cipher: Optional[Cipher] = None
+) -> List[TokenRecord]:
+    """Every stored record, oldest first, opened with the cipher."""
+    cipher = cipher or crypto.cipher_for(None)
+    return [cipher.open(_to_record(row)) for row in conn.execute(_SELECT_ALL)]
 
 
-def insert_records(conn: Connection, batch: List[TokenRecord]) -> List[str]:
+def insert_records(
+    conn: Connection,
+    batch: List[TokenRecord],
+    cipher: Optional[Cipher] = None,
+) -> List[str]:
     """Insert new rows in one statement; returns their ids, in order.
 
     The records must be normalized (``record.normalized``); one without
@@ -420,7 +449,8 @@ def insert_records(conn: Connection, batch: List[TokenRecord]) -> List[str]:
     """
     if not batch:
         return []
-    rows = [_insert_values(record) for record in batch]
+    cipher = cipher or crypto.cipher_for(None)
+    rows = [_insert_values(record, cipher.seal(record)) for record in batch]
     # One shape for every row of an executemany: columns a record leaves
     # empty are written as NULL, which is what a new row holds anyway.
     columns = set().union(*rows)
@@ -428,24 +458,30 @@ def insert_records(conn: Connection, batch: List[TokenRecord]) -> List[str]:
     return [row["id"] for row in rows]
 
 
-def overwrite_record(conn: Connection, row_id: str, record: TokenRecord) -> bool:
+def overwrite_record(
+    conn: Connection,
+    row_id: str,
+    record: TokenRecord,
+    cipher: Optional[Cipher] = None,
+) -> bool:
     """Write the fields the record knows over one row, whatever it holds.
 
     Unlike a save, this does not keep a newer authorization: the caller
     has decided the record replaces it. False when the row is gone.
     """
-    parameters = dict(_changed_values(record), row_id=row_id)
+    sealed = (cipher or crypto.cipher_for(None)).seal(record)
+    parameters = dict(_changed_values(record, sealed), row_id=row_id)
     return conn.execute(_UPDATE_BY_ID, parameters).rowcount > 0
 
 
-def _insert(conn: Connection, record: TokenRecord) -> str:
-    values = _insert_values(record)
+def _insert(conn: Connection, record: TokenRecord, sealed) -> str:
+    values = _insert_values(record, sealed)
     conn.execute(_INSERT, values)
     return values["id"]
 
 
-def _insert_values(record: TokenRecord) -> dict:
-    values = _changed_values(record)
+def _insert_values(record: TokenRecord, sealed) -> dict:
+    values = _changed_values(record, sealed)
     values.setdefault("client_id", "")
     values.setdefault("api_domain", "")
     values.update(id=record.id or new_token_id(), created_at=values["updated_at"])
@@ -457,8 +493,12 @@ def new_token_id() -> str:
     return str(uuid.uuid4())
 
 
-def _changed_values(record: TokenRecord) -> dict:
-    """The columns a save sets: every field the record knows, and digests."""
+def _changed_values(record: TokenRecord, sealed) -> dict:
+    """The columns a save sets: every field the record knows, and digests.
+
+    sealed: the stored (encrypted) form of the record's secrets, if any.
+    Digests are of the plain values, so lookups need no key.
+    """
     values = {}
     for name in _SETTABLE:
         value = getattr(record, name)
@@ -467,5 +507,6 @@ def _changed_values(record: TokenRecord) -> dict:
     for name in records.TOKEN_FIELDS:
         if name in values:
             values[f"{name}_digest"] = digest(values[name])
+    values.update(sealed)
     values["updated_at"] = utc_now()
     return values

@@ -24,3 +24,11 @@ class SchemaError(SqlStoreError):
 
 class StoreDatabaseError(SqlStoreError):
     """The database failed or refused a statement."""
+
+
+class DecryptionError(SqlStoreError):
+    """A row's encrypted values open with none of the store's keys.
+
+    Raised too when a store without keys meets an encrypted row. The
+    message names the row's id, never a value.
+    """

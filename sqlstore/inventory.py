@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import migrate
 from .adopt import ADOPTING_TABLE, BACKUP_TABLE
 from .config import mask_url
-from .core import TokenRepository
+from .core import tool_repository
 from .errors import SchemaError
 from .model import TABLE_NAME
 from .model import oauthtoken as table
@@ -208,7 +208,7 @@ def _iso(moment: Optional[dt.datetime]) -> Optional[str]:
 
 def tokens(engine: Engine, user: Optional[str] = None) -> List[TokenRecord]:
     """Every stored record, or one user's, oldest first."""
-    found = TokenRepository(engine).all()
+    found = tool_repository(engine).all()
     if user is None:
         return found
     wanted = normalize_user_name(user)

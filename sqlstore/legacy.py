@@ -22,7 +22,7 @@ from typing import List, Optional
 
 from sqlalchemy.engine import Engine
 
-from . import config, errors
+from . import config, crypto, errors
 from . import record as records
 from .opening import open_repository
 from .expiry import parse_expires_in
@@ -103,7 +103,8 @@ class LegacySqlAlchemyStore(TokenStore):
 
     Takes the same arguments as ``sqlstore.SqlAlchemyStore``, and uses the
     same table: ``url`` (else ``SQLSTORE_DATABASE_URL``, else the SQLite
-    file ``zohooauth.db``), or ``engine``; ``create_schema``; ``options``.
+    file ``zohooauth.db``), or ``engine``; ``create_schema``; ``options``;
+    ``encryption_keys`` (else ``SQLSTORE_ENCRYPTION_KEYS``).
     """
 
     def __init__(
@@ -113,8 +114,11 @@ class LegacySqlAlchemyStore(TokenStore):
         engine: Optional[Engine] = None,
         create_schema: Optional[bool] = None,
         options: config.EngineOptions = config.EngineOptions(),
+        encryption_keys: crypto.Keys = None,
     ):
-        self.repository = open_repository(url, engine, create_schema, options)
+        self.repository = open_repository(
+            url, engine, create_schema, options, encryption_keys
+        )
 
     @property
     def engine(self) -> Engine:
@@ -305,5 +309,9 @@ def _guarded(operation, *args):
     """Run a repository call, raising database failures the SDK's way."""
     try:
         return operation(*args)
-    except (errors.StoreDatabaseError, errors.SchemaError) as err:
+    except (
+        errors.StoreDatabaseError,
+        errors.SchemaError,
+        errors.DecryptionError,
+    ) as err:
         raise LegacyTokenStoreError(str(err), err.__cause__ or err) from err

@@ -11,7 +11,7 @@ from typing import Optional
 
 from sqlalchemy.engine import Engine
 
-from . import config
+from . import config, crypto
 from .core import TokenRepository
 
 
@@ -20,15 +20,19 @@ def open_repository(
     engine: Optional[Engine],
     create_schema: Optional[bool],
     options: config.EngineOptions,
+    encryption_keys: crypto.Keys = None,
 ) -> TokenRepository:
     """The repository a store works through, its schema made if asked.
 
     create_schema: None runs the migrations only for the SQLite fallback
         file and in-memory SQLite; a server database gets its schema at
         deploy time, from `sqlstore upgrade`.
+    encryption_keys: see ``sqlstore.crypto.cipher_for``.
     """
     if url is not None and engine is not None:
         raise ValueError("pass either url or engine, not both")
+    # Keys first: a bad one fails before any connection is made.
+    cipher = crypto.cipher_for(encryption_keys)
     if engine is not None:
         config.check_engine(engine)
     uses_default_file = engine is None and not config.url_is_configured(url)
@@ -37,7 +41,7 @@ def open_repository(
         engine, autocommit_engine = config.create_store_engines(
             config.database_url(url), options
         )
-    repository = TokenRepository(engine, autocommit_engine, options)
+    repository = TokenRepository(engine, autocommit_engine, options, cipher=cipher)
     if create_schema is None:
         create_schema = uses_default_file or config.is_memory_sqlite(engine.url)
     if create_schema:

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from sqlalchemy.engine import Engine
 
-from . import config, errors
+from . import config, crypto, errors
 from .expiry import parse_expires_in
 from .opening import open_repository
 from .record import TokenRecord
@@ -74,6 +74,10 @@ class SqlAlchemyStore(TokenStore):
         only for the SQLite fallback file and in-memory SQLite; on a server
         database the schema is created at deploy time by `sqlstore upgrade`.
     options: connection tuning, see ``sqlstore.config.EngineOptions``.
+    encryption_keys: Fernet keys (a list, or one comma-separated string);
+        tokens and the client secret are then stored encrypted under the
+        first, and read under any. None reads ``SQLSTORE_ENCRYPTION_KEYS``;
+        an empty list turns encryption off whatever that variable says.
     """
 
     def __init__(
@@ -83,15 +87,24 @@ class SqlAlchemyStore(TokenStore):
         engine: Optional[Engine] = None,
         create_schema: Optional[bool] = None,
         options: config.EngineOptions = config.EngineOptions(),
+        encryption_keys: crypto.Keys = None,
     ):
-        self.repository = open_repository(url, engine, create_schema, options)
+        self.repository = open_repository(
+            url, engine, create_schema, options, encryption_keys
+        )
 
     @property
     def engine(self) -> Engine:
         return self.repository.engine
 
+    @property
+    def encrypted(self) -> bool:
+        """Whether this store encrypts the token values it saves."""
+        return self.repository.cipher.encrypts
+
     def __repr__(self) -> str:
-        return f"SqlAlchemyStore(url={config.mask_url(self.engine.url)!r})"
+        where = config.mask_url(self.engine.url)
+        return f"SqlAlchemyStore(url={where!r}, encrypted={self.encrypted})"
 
     def close(self) -> None:
         """Close the store's pooled connections (it reconnects if used)."""
@@ -187,6 +200,10 @@ def _guarded(operation, *args):
     """Run a repository call, raising database failures the SDK's way."""
     try:
         return operation(*args)
-    except (errors.StoreDatabaseError, errors.SchemaError) as err:
+    except (
+        errors.StoreDatabaseError,
+        errors.SchemaError,
+        errors.DecryptionError,
+    ) as err:
         raise TokenStoreError(str(err), err.__cause__ or err) from err
 
