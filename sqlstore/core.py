@@ -65,6 +65,9 @@ _EXISTS_BY_ID = select(table.c.id).where(table.c.id == bindparam("key"))
 _INSERT = insert(table)
 _DELETE_BY_ID = delete(table).where(table.c.id == bindparam("key"))
 _DELETE_ALL = delete(table)
+# Every save ends the refresh lease on its row: the save of the worker
+# that refreshed is what the others wait for (see sqlstore.lease).
+_LEASE_RELEASED = {"lease_owner": None, "lease_until": None}
 # A row saved before the SDK knew the user's name is the same authorization
 # as a later save with the same refresh token.
 _SAME_REFRESH = (
@@ -208,6 +211,16 @@ class TokenRepository:
                 return _insert(conn, record)
             return _update(conn, record, row_id)
 
+    # -- statements of sqlstore.lease, run like the store's own ----------
+
+    def run_rows(self, operation: str, statement, parameters: dict) -> list:
+        """The rows of a SELECT, with the store's retries and errors."""
+        return self._rows(operation, statement, parameters)
+
+    def run_rowcount(self, operation: str, statement, parameters: dict) -> int:
+        """The rows an UPDATE, INSERT or DELETE changed, likewise."""
+        return self._rowcount(operation, statement, parameters)
+
     # -- running statements ----------------------------------------------
 
     def _rows(self, operation, statement, parameters) -> list:
@@ -276,6 +289,11 @@ class TokenRepository:
 def _newest_record(result) -> Optional[TokenRecord]:
     row = newest(result)
     return _to_record(row) if row is not None else None
+
+
+def record_of(row) -> TokenRecord:
+    """The record a row of the token table holds."""
+    return _to_record(row)
 
 
 def _to_record(row) -> TokenRecord:
@@ -373,5 +391,6 @@ def _changed_values(record: TokenRecord) -> dict:
     for name in records.TOKEN_FIELDS:
         if name in values:
             values[f"{name}_digest"] = digest(values[name])
+    values.update(_LEASE_RELEASED)
     values["updated_at"] = utc_now()
     return values

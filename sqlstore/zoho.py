@@ -14,7 +14,7 @@ from typing import List, Optional
 
 from sqlalchemy.engine import Engine
 
-from . import config, errors
+from . import config, errors, lease
 from .core import TokenRepository
 from .record import TokenRecord
 
@@ -80,7 +80,8 @@ class SqlAlchemyStore(TokenStore):
     create_schema: run the migrations when the store is made. By default
         only for the SQLite fallback file and in-memory SQLite; on a server
         database the schema is created at deploy time by `sqlstore upgrade`.
-    options: connection tuning, see ``sqlstore.config.EngineOptions``.
+    options: connection tuning and leases, see
+        ``sqlstore.config.EngineOptions``.
     """
 
     def __init__(
@@ -102,6 +103,9 @@ class SqlAlchemyStore(TokenStore):
                 config.database_url(url), options
             )
         self.repository = TokenRepository(engine, autocommit_engine)
+        # Who refreshes an expiring token, or exchanges a new grant token,
+        # when many workers meet it at once: None when turned off.
+        self.leases = lease.leases_for(self.repository, options)
         if create_schema is None:
             create_schema = uses_default_file or config.is_memory_sqlite(
                 engine.url
@@ -131,6 +135,8 @@ class SqlAlchemyStore(TokenStore):
         """
         probe = to_record(_checked_token(token))
         found = _guarded(self.repository.find, probe)
+        if self.leases is not None:
+            found = _guarded(self.leases.settle, probe, found)
         if found is None:
             return None
         fill_token(token, found)
@@ -145,6 +151,8 @@ class SqlAlchemyStore(TokenStore):
             log.error("token not saved: %s", err)
             raise
         token.set_id(_guarded(self.repository.save, record))
+        if self.leases is not None:
+            self.leases.saved(record)
 
     def delete_token(self, id) -> bool:
         """Delete a row by id; False, not an error, when it was not there."""
@@ -158,6 +166,8 @@ class SqlAlchemyStore(TokenStore):
 
     def find_token_by_id(self, id) -> Optional[OAuthToken]:
         found = _guarded(self.repository.find_by_id, id)
+        if self.leases is not None:
+            found = _guarded(self.leases.settle, None, found)
         return to_token(found) if found is not None else None
 
 
