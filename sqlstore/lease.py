@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -72,7 +73,9 @@ _LEASE_OPEN = table.c.lease_until.is_(None) | (table.c.lease_until <= _NOW)
 _TAKE = (
     update(table)
     .where(table.c.id == bindparam("row_id"))
-    .where(_LEASE_OPEN)
+    # A thread that comes back for a row it leased is its refresher still:
+    # its earlier attempt ended without a save.
+    .where(_LEASE_OPEN | (table.c.lease_owner == bindparam("previous")))
     # updated_at stays: a lease is not a save, and lookups pick the most
     # recently saved of a user's rows by it.
     .values(
@@ -97,6 +100,12 @@ _DROP_OWN_CLAIM = (
     delete(claims)
     .where(claims.c.grant_token_digest == bindparam("grant"))
     .where(claims.c.lease_owner == bindparam("owner"))
+)
+_RENEW_OWN_CLAIM = (
+    update(claims)
+    .where(claims.c.grant_token_digest == bindparam("grant"))
+    .where(claims.c.lease_owner == bindparam("previous"))
+    .values(lease_owner=bindparam("owner"), lease_until=_NOW + bindparam("lease_ms"))
 )
 _CLAIM_VALUES = {
     "grant_token_digest": bindparam("grant"),
@@ -151,9 +160,11 @@ class Leases:
         self.repository = repository
         self.settings = settings
         self._insert_claim = _claim_insert(repository.engine.dialect.name)
-        # Grant digest -> owner of the claims this process holds, so that
-        # only the holder's save pays for ending one.
-        self._claims_held = {}
+        # What each thread holds. The SDK looks a token up, calls Zoho and
+        # saves in one thread: only a holder's save pays for ending a
+        # claim, and a holder that looks again is not made to wait for
+        # itself.
+        self._held = _Held()
 
     def __repr__(self) -> str:
         return f"Leases(lease_ms={self.settings.lease_ms}, wait={self.settings.wait})"
@@ -168,18 +179,32 @@ class Leases:
         probe: what find_token was given (None for find_token_by_id).
         found: the row the lookup found, or None.
         """
-        if found is not None:
-            return self._settle_found(probe, found)
-        if probe is not None and _will_exchange_grant(probe):
-            return self._settle_grant(probe)
-        return None
+        if probe is not None and probe.id:
+            # The SDK's get_token looks tokens with an id up through
+            # find_token_by_id; find_token gets one only from revoke(),
+            # which calls Zoho with no refresh and saves nothing.
+            return found
+        try:
+            if found is not None:
+                return self._settle_found(probe, found)
+            if probe is not None and _will_exchange_grant(probe):
+                return self._settle_grant(probe)
+        except errors.SqlStoreError as err:
+            # The lookup itself succeeded: a database that refuses the
+            # lease's writes (read-only, or gone since) leaves the SDK to
+            # call Zoho on its own, as it would without leases.
+            log.warning("find_token: going on without a lease: %s", err)
+        return found
 
     def saved(self, record: TokenRecord) -> None:
-        """After a save: end this process's claim on its grant, if any."""
-        if not self._claims_held or not record.grant_token:
+        """After a save: end this thread's claim on its grant, if any."""
+        held = self._held
+        if record.id:
+            held.leases.pop(record.id, None)
+        if not held.claims or not record.grant_token:
             return
         grant = digest(record.grant_token)
-        owner = self._claims_held.pop(grant, None)
+        owner = held.claims.pop(grant, None)
         if owner is None:
             return
         parameters = {"grant": grant, "owner": owner}
@@ -204,9 +229,11 @@ class Leases:
         return self._wait_for_refresh(found)
 
     def _take(self, found: TokenRecord) -> bool:
+        owner = str(uuid.uuid4())
         parameters = {
             "row_id": found.id,
-            "owner": str(uuid.uuid4()),
+            "owner": owner,
+            "previous": self._held.leases.get(found.id),
             "lease_ms": self.settings.lease_ms,
         }
         if found.access_token:
@@ -214,7 +241,10 @@ class Leases:
             parameters["seen_access"] = digest(found.access_token)
         else:
             statement = _TAKE_NO_ACCESS
-        return self.repository.run_rowcount("find_token", statement, parameters) > 0
+        taken = self.repository.run_rowcount("find_token", statement, parameters)
+        if taken:
+            self._held.leases[found.id] = owner
+        return taken > 0
 
     def _wait_for_refresh(self, found: TokenRecord) -> Optional[TokenRecord]:
         for _ in _pauses(self.settings.wait):
@@ -248,21 +278,24 @@ class Leases:
         return self._wait_for_exchange(probe, grant)
 
     def _claim(self, grant: str) -> bool:
-        owner = str(uuid.uuid4())
-        # A claim whose holder died is dropped first; of the workers that
-        # then insert at once, the primary key lets exactly one in.
-        self.repository.run_rowcount("find_token", _DROP_EXPIRED_CLAIMS, {})
         parameters = {
             "grant": grant,
-            "owner": owner,
+            "owner": str(uuid.uuid4()),
+            "previous": self._held.claims.get(grant),
             "lease_ms": self.settings.lease_ms,
         }
-        inserted = self.repository.run_rowcount(
-            "find_token", self._insert_claim, parameters
+        run = self.repository.run_rowcount
+        claimed = parameters["previous"] is not None and run(
+            "find_token", _RENEW_OWN_CLAIM, parameters
         )
-        if inserted:
-            self._claims_held[grant] = owner
-        return inserted > 0
+        if not claimed:
+            # A claim whose holder died is dropped first; of the workers
+            # that then insert at once, the primary key lets one in.
+            run("find_token", _DROP_EXPIRED_CLAIMS, {})
+            claimed = run("find_token", self._insert_claim, parameters)
+        if claimed:
+            self._held.claims[grant] = parameters["owner"]
+        return claimed > 0
 
     def _wait_for_exchange(self, probe, grant: str) -> Optional[TokenRecord]:
         for _ in _pauses(self.settings.wait):
@@ -282,6 +315,14 @@ class Leases:
             self.settings.wait,
         )
         return None
+
+
+class _Held(threading.local):
+    """One thread's leases (row id -> owner) and claims (digest -> owner)."""
+
+    def __init__(self):
+        self.leases = {}
+        self.claims = {}
 
 
 def ms_until_refresh(
