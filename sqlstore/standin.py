@@ -117,6 +117,7 @@ class ZohoStandIn:
         self._holds = 0     # token requests still to be held
         self._held = 0      # token requests being held now
         self._release = threading.Event()
+        self._closing = False
         self._port = port
         self._server = None
         self._thread = None
@@ -137,6 +138,7 @@ class ZohoStandIn:
 
     def close(self):
         """Stop serving, close the socket and join the serving thread."""
+        self._closing = True
         self.release_held_requests()
         if self._server is not None:
             self._server.shutdown()
@@ -238,6 +240,7 @@ class ZohoStandIn:
         self._release.set()
 
     def _wait_before_token_answer(self):
+        """False when the request is to go unanswered: the server closed."""
         with self._lock:
             hold = self._holds > 0
             if hold:
@@ -249,6 +252,7 @@ class ZohoStandIn:
                 self._held -= 1
         if self.token_delay:
             time.sleep(self.token_delay)
+        return not self._closing
 
     def _count(self, key, line):
         with self._lock:
@@ -413,7 +417,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         form = self._form()
         if path == TOKEN_PATH:
-            standin._wait_before_token_answer()
+            if not standin._wait_before_token_answer():
+                return
             key, body = standin._token_endpoint(form)
         elif path == REVOKE_PATH:
             key, body = standin._revoke(form)
