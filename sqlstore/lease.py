@@ -66,6 +66,8 @@ EDGE_MS = 100
 FIRST_PAUSE = 0.02
 LONGEST_PAUSE = 0.25
 
+_QUIET_MS = SDK_REFRESH_MARGIN_MS + EDGE_MS
+
 SUPPORTED_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
 
 _NOW = database_now_ms()
@@ -323,6 +325,18 @@ class _Held(threading.local):
     def __init__(self):
         self.leases = {}
         self.claims = {}
+
+
+def quiet(found: Optional[TokenRecord]) -> bool:
+    """True in the common case: a found token the SDK will not refresh now.
+
+    The store asks this before anything else on every lookup, so it is the
+    one check a lookup of a fresh token pays for.
+    """
+    if found is None or not found.access_token:
+        return False
+    expiry = found.expiry_time
+    return expiry is None or expiry - time.time() * 1000 >= _QUIET_MS
 
 
 def ms_until_refresh(

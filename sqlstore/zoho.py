@@ -135,7 +135,7 @@ class SqlAlchemyStore(TokenStore):
         """
         probe = to_record(_checked_token(token))
         found = _guarded(self.repository.find, probe)
-        if self.leases is not None:
+        if self.leases is not None and not lease.quiet(found):
             found = _guarded(self.leases.settle, probe, found)
         if found is None:
             return None
@@ -166,7 +166,7 @@ class SqlAlchemyStore(TokenStore):
 
     def find_token_by_id(self, id) -> Optional[OAuthToken]:
         found = _guarded(self.repository.find_by_id, id)
-        if self.leases is not None:
+        if self.leases is not None and not lease.quiet(found):
             found = _guarded(self.leases.settle, None, found)
         return to_token(found) if found is not None else None
 
