@@ -277,6 +277,11 @@ class TokenRepository:
                 f"{operation}: the database at {where} has no {table.name} "
                 "table; run `sqlstore upgrade` (or pass create_schema=True)"
             )
+        if dberrors.is_missing_column(err):
+            return errors.SchemaError(
+                f"{operation}: the {table.name} table at {where} is older "
+                "than this sqlstore; run `sqlstore upgrade`"
+            )
         return errors.StoreDatabaseError(
             f"{operation} failed on {where}: {dberrors.kind(err)}: "
             f"{dberrors.describe(err, secrets)}"

@@ -15,11 +15,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import create_engine, func, select, update
+from sqlalchemy.pool import StaticPool
 from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
 
-from sqlstore import ConfigurationError, EngineOptions, SqlAlchemyStore
+from sqlstore import (
+    ConfigurationError,
+    EngineOptions,
+    SqlAlchemyStore,
+    TokenStoreError,
+    migrate,
+)
 from sqlstore.dbclock import database_now_ms
 from sqlstore.lease import EDGE_MS, SDK_REFRESH_MARGIN_MS, ms_until_refresh
 from sqlstore.model import oauthtoken as table
@@ -546,3 +553,29 @@ def test_expired_claims_are_cleared_by_the_next_claim(make_store):
     with store.engine.connect() as conn:
         left = conn.execute(select(func.count()).select_from(claims)).scalar()
     assert left >= 1
+
+
+# -- an older table ---------------------------------------------------------------
+
+
+def test_a_table_from_before_leases_asks_for_an_upgrade(backend, database_url):
+    if backend == "sqlite-memory":
+        target = create_engine(
+            "sqlite://",
+            poolclass=StaticPool,
+            connect_args={"check_same_thread": False},
+        )
+        migrate.upgrade(target, "26072f260166")
+        store = SqlAlchemyStore(engine=target, create_schema=False)
+    else:
+        target = database_url
+        migrate.downgrade(target, "26072f260166")
+        store = SqlAlchemyStore(database_url)
+    try:
+        with pytest.raises(TokenStoreError) as raised:
+            store.find_token_by_id("some-id")
+        print(raised.value)
+        assert "older than this sqlstore; run `sqlstore upgrade`" in str(raised.value)
+    finally:
+        store.close()
+        migrate.upgrade(target)
