@@ -476,16 +476,18 @@ def main(argv=None):
                         help="user the printed grant code logs in")
     args = parser.parse_args(argv)
     with ZohoStandIn(port=args.port) as zoho:
-        print("Zoho stand-in on", zoho.url)
-        print("  accounts_url: ", zoho.accounts_url)
-        print("  client_id:    ", zoho.client_id)
-        print("  client_secret:", zoho.client_secret)
-        print("  grant_token:  ", zoho.new_grant_token(args.email))
-        print("  user name:    ", zoho.user_name(args.email))
-        print("Environment: DataCenter.Environment(%r, %r, %r)"
-              % (zoho.url, zoho.accounts_url, zoho.url))
-        print("Ctrl-C to stop.", flush=True)
+        # Ctrl-C is a clean stop from the first line printed on: a caller
+        # that has read what it needs may interrupt before the last one.
         try:
+            print("Zoho stand-in on", zoho.url)
+            print("  accounts_url: ", zoho.accounts_url)
+            print("  client_id:    ", zoho.client_id)
+            print("  client_secret:", zoho.client_secret)
+            print("  grant_token:  ", zoho.new_grant_token(args.email))
+            print("  user name:    ", zoho.user_name(args.email))
+            print("Environment: DataCenter.Environment(%r, %r, %r)"
+                  % (zoho.url, zoho.accounts_url, zoho.url))
+            print("Ctrl-C to stop.", flush=True)
             threading.Event().wait()
         except KeyboardInterrupt:
             pass
