@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from sqlstore import migrate
 from sqlstore.config import create_store_engine
-from sqlstore.model import oauthtoken
+from sqlstore.model import CLAIM_TABLE_NAME, oauthtoken
 from sqlstore.record import SECRET_FIELDS, digest
 
 from . import data, settings
@@ -129,6 +129,7 @@ def reset_server_tables(url: str) -> None:
     try:
         with engine.begin() as conn:
             for name in (
+                CLAIM_TABLE_NAME,
                 settings.OURS_TABLE,
                 migrate.VERSION_TABLE,
                 settings.FLOOR_TABLE,

@@ -61,6 +61,16 @@ class EngineOptions:
     pool_size: connections kept open to a server database.
     pool_recycle: seconds after which a pooled connection is replaced,
         before MySQL's own idle timeout closes it under us.
+    leases: workers agree through the database on who refreshes an
+        expiring access token, and who exchanges a new grant token; the
+        others wait for that one's result (see ``sqlstore.lease``). False
+        turns this off: every worker's SDK then calls Zoho on its own.
+    lease_seconds: how long a lease lasts when its holder never saves:
+        a holder that died delays the others by at most this long.
+    lease_wait: the longest a worker waits for another one's refresh or
+        exchange before it goes to Zoho itself. Keep it above
+        lease_seconds, so that a dead holder's lease is taken over rather
+        than every waiter giving up at once.
     """
 
     connect_timeout: float = 10.0
@@ -69,6 +79,9 @@ class EngineOptions:
     sqlite_synchronous: str = "FULL"
     pool_size: int = 5
     pool_recycle: int = 1800
+    leases: bool = True
+    lease_seconds: float = 10.0
+    lease_wait: float = 15.0
 
 
 def database_url(url: Optional[str] = None) -> str:

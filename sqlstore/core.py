@@ -72,6 +72,9 @@ _EXISTS_BY_ID = select(table.c.id).where(table.c.id == bindparam("key"))
 _INSERT = insert(table)
 _DELETE_BY_ID = delete(table).where(table.c.id == bindparam("key"))
 _DELETE_ALL = delete(table)
+# Every save ends the refresh lease on its row: the save of the worker
+# that refreshed is what the others wait for (see sqlstore.lease).
+_LEASE_RELEASED = {"lease_owner": None, "lease_until": None}
 # A row saved before the SDK knew the user's name is the same authorization
 # as a later save with the same refresh token.
 _SAME_REFRESH = (
@@ -267,6 +270,20 @@ class TokenRepository:
                 return _insert(conn, record, sealed)
             return _update(conn, record, row_id, sealed)
 
+    # -- statements of sqlstore.lease, run like the store's own ----------
+
+    def record_of(self, row) -> TokenRecord:
+        """The record of a row that starts with RECORD_COLUMNS, opened."""
+        return self.cipher.open(_to_record(row[: len(RECORD_COLUMNS)]))
+
+    def run_rows(self, operation: str, statement, parameters: dict) -> list:
+        """The rows of a SELECT, with the store's retries and errors."""
+        return self._rows(operation, statement, parameters)
+
+    def run_rowcount(self, operation: str, statement, parameters: dict) -> int:
+        """The rows an UPDATE, INSERT or DELETE changed, likewise."""
+        return self._rowcount(operation, statement, parameters)
+
     # -- running statements ----------------------------------------------
 
     def _rows(self, operation, statement, parameters) -> list:
@@ -322,6 +339,11 @@ class TokenRepository:
             return errors.SchemaError(
                 f"{operation}: the database at {where} has no {table.name} "
                 "table; run `sqlstore upgrade` (or pass create_schema=True)"
+            )
+        if dberrors.is_missing_column(err):
+            return errors.SchemaError(
+                f"{operation}: the {table.name} table at {where} is older "
+                "than this sqlstore; run `sqlstore upgrade`"
             )
         return errors.StoreDatabaseError(
             f"{operation} failed on {where}: {dberrors.kind(err)}: "
@@ -508,5 +530,6 @@ def _changed_values(record: TokenRecord, sealed) -> dict:
         if name in values:
             values[f"{name}_digest"] = digest(values[name])
     values.update(sealed)
+    values.update(_LEASE_RELEASED)
     values["updated_at"] = utc_now()
     return values

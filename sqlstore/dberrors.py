@@ -25,6 +25,8 @@ _RETRY_MYSQL_CODES = {1020, 1205, 1213}
 _RETRY_SQLITE_MESSAGES = ("database is locked", "database is busy")
 _MISSING_TABLE_SQLSTATES = {"42P01"}
 _MISSING_TABLE_MYSQL_CODES = {1146}
+_MISSING_COLUMN_SQLSTATES = {"42703"}
+_MISSING_COLUMN_MYSQL_CODES = {1054}
 
 
 def is_conflict(err: DBAPIError) -> bool:
@@ -52,6 +54,16 @@ def is_missing_table(err: DBAPIError) -> bool:
     if mysql_code(orig) in _MISSING_TABLE_MYSQL_CODES:
         return True
     return "no such table" in str(orig).lower()
+
+
+def is_missing_column(err: DBAPIError) -> bool:
+    """A column the model has is not in the table: its schema is older."""
+    orig = err.orig
+    if getattr(orig, "pgcode", None) in _MISSING_COLUMN_SQLSTATES:
+        return True
+    if mysql_code(orig) in _MISSING_COLUMN_MYSQL_CODES:
+        return True
+    return "no such column" in str(orig).lower()
 
 
 def mysql_code(orig) -> Optional[int]:

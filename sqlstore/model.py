@@ -20,6 +20,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from .types import ExactString, UtcDateTime, utc_now
 
 TABLE_NAME = "oauthtoken"
+CLAIM_TABLE_NAME = "oauthtoken_claim"
 
 # Lengths in characters. Zoho's tokens are about 70 characters and client
 # secrets about 42; the room to spare covers other formats and ciphertext.
@@ -30,6 +31,7 @@ API_DOMAIN_LENGTH = 200
 SECRET_LENGTH = 2048
 URL_LENGTH = 2048
 DIGEST_LENGTH = 64  # SHA-256 in hex
+LEASE_OWNER_LENGTH = 36  # a UUID in its usual text form
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -92,6 +94,12 @@ class OAuthTokenRow(Base):
         UtcDateTime(), default=utc_now, onupdate=utc_now
     )
 
+    # Who is refreshing this row's access token, and until when (epoch
+    # milliseconds on the database's clock); NULL when nobody is. See
+    # sqlstore.lease.
+    lease_owner: Mapped[Optional[str]] = mapped_column(String(LEASE_OWNER_LENGTH))
+    lease_until: Mapped[Optional[int]] = mapped_column(BigInteger)
+
     __table_args__ = (
         UniqueConstraint("user_name", "client_id", "api_domain"),
         UniqueConstraint("refresh_token_digest"),
@@ -103,3 +111,26 @@ class OAuthTokenRow(Base):
 
 
 oauthtoken = OAuthTokenRow.__table__
+
+
+class GrantClaimRow(Base):
+    """A grant token being exchanged by one worker: see sqlstore.lease.
+
+    Only in-flight exchanges have a row, and no lookup of tokens reads this
+    table: a claim is never mistaken for a token. The primary key is what
+    makes one claimant win when many insert at once.
+    """
+
+    __tablename__ = CLAIM_TABLE_NAME
+
+    grant_token_digest: Mapped[str] = mapped_column(
+        String(DIGEST_LENGTH), primary_key=True
+    )
+    lease_owner: Mapped[str] = mapped_column(String(LEASE_OWNER_LENGTH))
+    # Epoch milliseconds on the database's clock.
+    lease_until: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = ({"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin"},)
+
+
+oauthtoken_claim = GrantClaimRow.__table__

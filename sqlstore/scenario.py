@@ -10,7 +10,8 @@ a Zoho stand-in (``sqlstore.standin``) and one database::
 The process initializes the SDK with whichever of grant_token,
 refresh_token and user_name it is given, reads Leads once, and prints one
 line of JSON: how many records it read and the user and token id it ended
-with. Nothing it prints holds a token value.
+with. Nothing it prints holds a token value. An ``options`` object, if
+given, holds ``EngineOptions`` fields for the store (``{"leases": false}``).
 """
 
 from __future__ import annotations
@@ -43,26 +44,45 @@ def run(
     refresh_token: Optional[str] = None,
     user_name: Optional[str] = None,
     store=None,
+    options: Optional[dict] = None,
 ) -> Outcome:
     """Initialize the SDK as an application would and read Leads once.
 
     ``store`` replaces ``database_url`` for an in-memory database, which
-    only the process that made it can reach.
+    only the process that made it can reach. ``options``: keyword
+    arguments of the store's ``EngineOptions``.
     """
+    from .config import EngineOptions
+    from .zoho import SqlAlchemyStore
+
+    made_here = store is None
+    if made_here:
+        options = EngineOptions(**(options or {}))
+        store = SqlAlchemyStore(database_url, options=options)
+    token_values = dict(
+        client_id=client_id,
+        client_secret=client_secret,
+        grant_token=grant_token,
+        refresh_token=refresh_token,
+    )
+    try:
+        return _run_sdk(zoho_url, token_values, user_name, store)
+    finally:
+        if made_here:
+            # A process may run several times (the tests' worker pools):
+            # each run leaves no connection open behind it.
+            store.close()
+
+
+def _run_sdk(zoho_url: str, token_values: dict, user_name, store) -> Outcome:
     from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
     from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
     from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
 
     from .standin import TOKEN_PATH
-    from .zoho import SqlAlchemyStore
 
-    if store is None:
-        store = SqlAlchemyStore(database_url)
     token = OAuthToken(
-        client_id=client_id,
-        client_secret=client_secret,
-        grant_token=grant_token,
-        refresh_token=refresh_token,
+        **token_values,
         user_signature=UserSignature(user_name) if user_name else None,
     )
     with tempfile.TemporaryDirectory() as resource_path:

@@ -35,6 +35,11 @@ INVALID_TOKEN answer.
 refresh or revoke exchange, a served CRM call ("crm"), or "rejected" (bad
 client, used code, unknown or expired token, unknown path).
 
+To see what workers do while a refresh is in flight, ``token_delay``
+makes every answer of the token endpoint wait that many seconds, and
+``hold_token_requests(n)`` keeps the next n token requests unanswered
+(and uncounted) until ``release_held_requests()`` or ``close()``.
+
 Everything binds to 127.0.0.1 only.  ``python -m sqlstore.standin [--port N]``
 serves in the foreground and prints the client credentials and a grant code.
 """
@@ -103,10 +108,11 @@ class ZohoStandIn:
     """Zoho accounts + CRM on one loopback HTTP server, for one client app."""
 
     def __init__(self, port=0, client_id=None, client_secret=None,
-                 access_token_lifetime=3600, leads=None):
+                 access_token_lifetime=3600, leads=None, token_delay=0.0):
         self.client_id = client_id or "1000." + secrets.token_hex(15).upper()
         self.client_secret = client_secret or secrets.token_hex(21)
         self.access_token_lifetime = access_token_lifetime
+        self.token_delay = token_delay
         self.org_zgid = str(10 ** 8 + secrets.randbelow(9 * 10 ** 8))
         self.org_id = str(10 ** 8 + secrets.randbelow(9 * 10 ** 8))
         self.leads = [dict(lead) for lead in (leads or DEFAULT_LEADS)]
@@ -118,6 +124,10 @@ class ZohoStandIn:
         self._counts = dict.fromkeys(COUNT_KEYS, 0)
         self._versions = {}  # CRM API version -> calls served under it
         self._log = []
+        self._holds = 0     # token requests still to be held
+        self._held = 0      # token requests being held now
+        self._release = threading.Event()
+        self._closing = False
         self._port = port
         self._server = None
         self._thread = None
@@ -138,6 +148,8 @@ class ZohoStandIn:
 
     def close(self):
         """Stop serving, close the socket and join the serving thread."""
+        self._closing = True
+        self.release_held_requests()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -180,6 +192,17 @@ class ZohoStandIn:
         if "name" in parameters:
             arguments.append("standin")
         return data_center.Environment(*arguments)
+
+    def issue_refresh_token(self, email):
+        """A refresh token of `email`, as if the user had signed in before.
+
+        Nothing is counted: no exchange went over the wire.
+        """
+        refresh = _zoho_token()
+        with self._lock:
+            self._refresh[refresh] = email
+            self._user_ids.setdefault(email, _numeric_id())
+        return refresh
 
     def new_grant_token(self, email):
         """A one-time grant code that logs `email` in to this org."""
@@ -224,6 +247,39 @@ class ZohoStandIn:
         """Invalidate every access token issued so far (401 from now on)."""
         with self._lock:
             self._access.clear()
+
+    # -- holding the token endpoint ----------------------------------------
+
+    def hold_token_requests(self, count=1):
+        """Keep the next `count` token requests waiting, unanswered."""
+        with self._lock:
+            self._holds += count
+            self._release.clear()
+
+    @property
+    def held_token_requests(self):
+        """How many token requests are being held right now."""
+        with self._lock:
+            return self._held
+
+    def release_held_requests(self):
+        """Let every held token request go on and be answered."""
+        self._release.set()
+
+    def _wait_before_token_answer(self):
+        """False when the request is to go unanswered: the server closed."""
+        with self._lock:
+            hold = self._holds > 0
+            if hold:
+                self._holds -= 1
+                self._held += 1
+        if hold:
+            self._release.wait()
+            with self._lock:
+                self._held -= 1
+        if self.token_delay:
+            time.sleep(self.token_delay)
+        return not self._closing
 
     def _count(self, key, line, version=None):
         with self._lock:
@@ -398,6 +454,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = urllib.parse.urlsplit(self.path).path
         form = self._form()
         if path == TOKEN_PATH:
+            if not standin._wait_before_token_answer():
+                return
             key, body = standin._token_endpoint(form)
         elif path == REVOKE_PATH:
             key, body = standin._revoke(form)
@@ -440,8 +498,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Type",
                              "application/json;charset=UTF-8")
         self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        try:
+            self.end_headers()
+            self.wfile.write(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client died waiting, as the tests sometimes make it
 
 
 def main(argv=None):
@@ -454,16 +515,18 @@ def main(argv=None):
                         help="user the printed grant code logs in")
     args = parser.parse_args(argv)
     with ZohoStandIn(port=args.port) as zoho:
-        print("Zoho stand-in on", zoho.url)
-        print("  accounts_url: ", zoho.accounts_url)
-        print("  client_id:    ", zoho.client_id)
-        print("  client_secret:", zoho.client_secret)
-        print("  grant_token:  ", zoho.new_grant_token(args.email))
-        print("  user name:    ", zoho.user_name(args.email))
-        print("Environment: DataCenter.Environment(%r, %r, %r)"
-              % (zoho.url, zoho.accounts_url, zoho.url))
-        print("Ctrl-C to stop.", flush=True)
+        # Ctrl-C is a clean stop from the first line printed on: a caller
+        # that has read what it needs may interrupt before the last one.
         try:
+            print("Zoho stand-in on", zoho.url)
+            print("  accounts_url: ", zoho.accounts_url)
+            print("  client_id:    ", zoho.client_id)
+            print("  client_secret:", zoho.client_secret)
+            print("  grant_token:  ", zoho.new_grant_token(args.email))
+            print("  user name:    ", zoho.user_name(args.email))
+            print("Environment: DataCenter.Environment(%r, %r, %r)"
+                  % (zoho.url, zoho.accounts_url, zoho.url))
+            print("Ctrl-C to stop.", flush=True)
             threading.Event().wait()
         except KeyboardInterrupt:
             pass

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from sqlalchemy.engine import Engine
 
-from . import config, crypto, errors
+from . import config, crypto, errors, lease
 from .expiry import parse_expires_in
 from .opening import open_repository
 from .record import TokenRecord
@@ -73,7 +73,8 @@ class SqlAlchemyStore(TokenStore):
     create_schema: run the migrations when the store is made. By default
         only for the SQLite fallback file and in-memory SQLite; on a server
         database the schema is created at deploy time by `sqlstore upgrade`.
-    options: connection tuning, see ``sqlstore.config.EngineOptions``.
+    options: connection tuning and leases, see
+        ``sqlstore.config.EngineOptions``.
     encryption_keys: Fernet keys (a list, or one comma-separated string);
         tokens and the client secret are then stored encrypted under the
         first, and read under any. None reads ``SQLSTORE_ENCRYPTION_KEYS``;
@@ -92,6 +93,9 @@ class SqlAlchemyStore(TokenStore):
         self.repository = open_repository(
             url, engine, create_schema, options, encryption_keys
         )
+        # Who refreshes an expiring token, or exchanges a new grant token,
+        # when many workers meet it at once: None when turned off.
+        self.leases = lease.leases_for(self.repository, options)
 
     @property
     def engine(self) -> Engine:
@@ -119,6 +123,8 @@ class SqlAlchemyStore(TokenStore):
         """
         probe = to_record(_checked_token(token))
         found = _guarded(self.repository.find, probe)
+        if self.leases is not None and not lease.quiet(found):
+            found = _guarded(self.leases.settle, probe, found)
         if found is None:
             return None
         fill_token(token, found)
@@ -133,6 +139,8 @@ class SqlAlchemyStore(TokenStore):
             log.error("token not saved: %s", err)
             raise
         token.set_id(_guarded(self.repository.save, record))
+        if self.leases is not None:
+            self.leases.saved(record)
 
     def delete_token(self, id) -> bool:
         """Delete a row by id; False, not an error, when it was not there."""
@@ -146,6 +154,8 @@ class SqlAlchemyStore(TokenStore):
 
     def find_token_by_id(self, id) -> Optional[OAuthToken]:
         found = _guarded(self.repository.find_by_id, id)
+        if self.leases is not None and not lease.quiet(found):
+            found = _guarded(self.leases.settle, None, found)
         return to_token(found) if found is not None else None
 
 

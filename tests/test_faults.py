@@ -58,6 +58,12 @@ TEXT_COLUMNS = ("access_token", "refresh_token", "grant_token", "client_secret")
 # ------------------------------------------------------------------ tokens
 
 
+# Expiry (epoch ms, 2030) well ahead: the outages here are not about
+# refreshes, and a token the SDK is about to refresh also makes the store
+# take a refresh lease, in statements of its own.
+FRESH_UNTIL = 1_900_000_000_000
+
+
 class Tokens:
     """Tokens with values never seen before, each holding MARK."""
 
@@ -83,13 +89,13 @@ class Tokens:
                 user or f"{self.tag}-{self.made}@example.com:1"
             ),
         )
-        token.set_expires_in(str(1767225600000 + self.made))
+        token.set_expires_in(str(FRESH_UNTIL + self.made))
         return token
 
     def refreshed(self, saved: OAuthToken) -> OAuthToken:
         """What the SDK saves after a refresh: same id, new access token."""
         token = OAuthToken(id=saved.get_id(), access_token=self.value("access"))
-        token.set_expires_in(str(1767225600000 + self.made))
+        token.set_expires_in(str(FRESH_UNTIL + self.made))
         return token
 
 

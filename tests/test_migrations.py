@@ -35,10 +35,12 @@ from sqlstore import migrate
 from sqlstore.config import ENV_VAR, create_store_engine, mask_url
 from sqlstore.errors import ConfigurationError, SchemaError
 from sqlstore.migrate import VERSION_TABLE, SchemaStatus
-from sqlstore.model import Base, TABLE_NAME
+from sqlstore.model import CLAIM_TABLE_NAME, Base, TABLE_NAME
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
-HEAD = "26072f260166"
+FIRST = "26072f260166"
+HEAD = "d3d6549609e9"
+REVISIONS = (FIRST, HEAD)
 
 ALL_BACKENDS = ["sqlite-file", "sqlite-memory", "postgresql", "mariadb"]
 # Backends another process can reach: not an in-memory database.
@@ -80,8 +82,9 @@ def _empty(db: Database) -> None:
     if migrate.current(db.target) is not None:
         migrate.downgrade(db.target, "base")
     tables = db.tables()
-    if TABLE_NAME in tables:  # a test that broke off half way
-        db.execute(f"DROP TABLE {TABLE_NAME}")
+    for name in (CLAIM_TABLE_NAME, TABLE_NAME):  # a test that broke off
+        if name in tables:
+            db.execute(f"DROP TABLE {name}")
     if VERSION_TABLE in tables:
         db.execute(f"DROP TABLE {VERSION_TABLE}")
 
@@ -198,11 +201,11 @@ def test_the_scripts_have_one_head():
 def test_upgrade_creates_the_table_at_head(db):
     before = migrate.schema_state(db.target)
     assert before.status is SchemaStatus.NO_TABLE
-    assert before.pending == (HEAD,)
+    assert before.pending == REVISIONS
 
     assert migrate.upgrade(db.target) == HEAD
 
-    assert TABLE_NAME in db.tables()
+    assert {TABLE_NAME, CLAIM_TABLE_NAME} <= db.tables()
     after = migrate.schema_state(db.target)
     assert after.status is SchemaStatus.AT_HEAD and after.is_current
     assert after.pending == ()
@@ -211,8 +214,9 @@ def test_upgrade_creates_the_table_at_head(db):
 def test_the_table_has_the_model_s_names(db):
     migrate.upgrade(db.target)
     inspector = inspect(db.engine)
-    columns = {c["name"] for c in inspector.get_columns(TABLE_NAME)}
-    assert columns == set(Base.metadata.tables[TABLE_NAME].columns.keys())
+    for name in (TABLE_NAME, CLAIM_TABLE_NAME):
+        columns = {c["name"] for c in inspector.get_columns(name)}
+        assert columns == set(Base.metadata.tables[name].columns.keys())
     indexes = {i["name"] for i in inspector.get_indexes(TABLE_NAME)}
     assert INDEXES <= indexes
     uniques = {u["name"] for u in inspector.get_unique_constraints(TABLE_NAME)}
@@ -284,8 +288,26 @@ def test_downgrade_to_base_drops_the_table_and_upgrade_works_again(db):
 
 def test_downgrade_steps_back_one_revision_by_default(db):
     migrate.upgrade(db.target)
+    assert migrate.downgrade(db.target) == FIRST
+    assert CLAIM_TABLE_NAME not in db.tables()
+    columns = {c["name"] for c in inspect(db.engine).get_columns(TABLE_NAME)}
+    assert not {"lease_owner", "lease_until"} & columns
     assert migrate.downgrade(db.target) is None
     assert TABLE_NAME not in db.tables()
+
+
+def test_the_lease_revision_keeps_the_rows_it_finds(db):
+    migrate.upgrade(db.target, FIRST)
+    db.execute(
+        "INSERT INTO oauthtoken (id, client_id, api_domain, created_at, "
+        "updated_at) VALUES ('kept', '', '', '2026-01-01', '2026-01-01')"
+    )
+    migrate.upgrade(db.target)
+    migrate.check(db.target)
+    migrate.downgrade(db.target, FIRST)
+    with db.engine.connect() as conn:
+        rows = conn.execute(text("SELECT COUNT(*) FROM oauthtoken")).scalar()
+    assert rows == 1
 
 
 def test_upgrade_at_head_changes_nothing(db):
@@ -527,7 +549,7 @@ def test_autogenerate_writes_a_working_first_revision(tmp_path):
     shutil.copytree(
         REPO_ROOT / "migrations",
         scripts,
-        ignore=shutil.ignore_patterns("__pycache__", f"{HEAD}_*"),
+        ignore=shutil.ignore_patterns("__pycache__", "*_*.py"),
     )
     cfg = Config()
     cfg.set_main_option("script_location", str(scripts))
