@@ -63,7 +63,9 @@ def is_missing_column(err: DBAPIError) -> bool:
         return True
     if mysql_code(orig) in _MISSING_COLUMN_MYSQL_CODES:
         return True
-    return "no such column" in str(orig).lower()
+    # SQLite says it one way for reads and another for writes.
+    message = str(orig).lower()
+    return "no such column" in message or "has no column named" in message
 
 
 def mysql_code(orig) -> Optional[int]:

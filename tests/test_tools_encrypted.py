@@ -63,7 +63,7 @@ def test_import_encrypts_and_export_gives_the_plain_values_back(db, tmp_path, ke
     out = tmp_path / "exported.csv"
     ok("export", "--url", db.url, out)
     _header, lines = read_csv(str(out))
-    exported = sorted(line["access_token"] for line in lines)
+    exported = sorted(line.values["access_token"] for line in lines)
     assert exported == sorted(EXPECTED.values())
 
     cipher = crypto.cipher_for([key])
