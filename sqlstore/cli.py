@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from typing import Iterator, List, Optional
 
@@ -71,6 +72,7 @@ def _engine(url: Optional[str], *, ready: bool = True) -> Iterator[Engine]:
             "an in-memory database (sqlite://) lives inside one process and "
             "is gone when the command ends: give a file or server URL"
         )
+    _require_existing_file(target)
     engine = config.create_store_engine(target)
     try:
         if ready:
@@ -80,6 +82,19 @@ def _engine(url: Optional[str], *, ready: bool = True) -> Iterator[Engine]:
         yield engine
     finally:
         engine.dispose()
+
+
+def _require_existing_file(target: str) -> None:
+    # SQLite creates a missing file on connecting: a mistyped path would
+    # leave an empty database behind and report "no token table".
+    url = config.parse_url(target)
+    if url.get_backend_name() != "sqlite" or config.is_memory_sqlite(url):
+        return
+    if url.database and not os.path.exists(url.database):
+        raise ConfigurationError(
+            f"there is no SQLite file {url.database}: check the URL, or "
+            "create it with `sqlstore upgrade`"
+        )
 
 
 def _echo_json(value) -> None:
@@ -128,18 +143,42 @@ def upgrade(url, revision) -> None:
 @cli.command()
 @url_option
 @click.argument("revision")
-def downgrade(url, revision) -> None:
+@click.option("--yes", is_flag=True, help="Drop the table even if it holds tokens.")
+def downgrade(url, revision, yes) -> None:
     """Step the schema back to REVISION ("base" drops the table)."""
     target = config.database_url(url)
+    _require_existing_file(target)
+    if not yes:
+        _refuse_to_drop_tokens(target, revision)
     after = migrate.downgrade(target, revision)
     click.echo(f"{config.mask_url(target)}: now at {after or 'base (no table)'}")
+
+
+def _refuse_to_drop_tokens(target: str, revision: str) -> None:
+    state = migrate.schema_state(target)
+    if not migrate.downgrade_drops_table(state.current, revision):
+        return
+    from sqlalchemy import func, select
+
+    from .model import oauthtoken
+
+    with _engine(target, ready=False) as engine, engine.connect() as conn:
+        held = conn.execute(select(func.count()).select_from(oauthtoken)).scalar()
+    if held:
+        raise OneLineError(
+            f"downgrading to {revision} drops the token table of "
+            f"{config.mask_url(target)} and its {_tokens(held)}; "
+            "pass --yes to do it"
+        )
 
 
 @cli.command()
 @url_option
 def current(url) -> None:
     """Print the database's schema revision and whether it is the newest."""
-    state = migrate.schema_state(config.database_url(url))
+    target = config.database_url(url)
+    _require_existing_file(target)
+    state = migrate.schema_state(target)
     click.echo(f"{state.current or 'none'} ({state.describe()})")
 
 

@@ -9,6 +9,7 @@ into an exception or a log line.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -40,6 +41,9 @@ ENGINE_LOGGING_NAME = "sqlstore"
 logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_LOGGING_NAME}").addFilter(
     lambda record: record.levelno > logging.DEBUG
 )
+
+
+_SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 @dataclass(frozen=True)
@@ -83,17 +87,75 @@ class EngineOptions:
     lease_seconds: float = 10.0
     lease_wait: float = 15.0
 
+    def __post_init__(self):
+        # Checked here, where the mistake is made, rather than as an odd
+        # driver error at the first connection.
+        for name in ("connect_timeout", "statement_timeout", "busy_timeout"):
+            _check_number(name, getattr(self, name), minimum=0, inclusive=False)
+        _check_number("lease_seconds", self.lease_seconds, minimum=0, inclusive=False)
+        _check_number("lease_wait", self.lease_wait, minimum=0, inclusive=True)
+        _check_whole("pool_size", self.pool_size, minimum=1)
+        _check_whole("pool_recycle", self.pool_recycle, minimum=-1)
+        if not isinstance(self.leases, bool):
+            raise ConfigurationError(
+                f"EngineOptions.leases must be True or False, not {self.leases!r}"
+            )
+        if str(self.sqlite_synchronous).upper() not in _SQLITE_SYNCHRONOUS:
+            raise ConfigurationError(
+                "EngineOptions.sqlite_synchronous must be one of "
+                f"{', '.join(_SQLITE_SYNCHRONOUS)}, "
+                f"not {self.sqlite_synchronous!r}"
+            )
+
+
+def _check_number(name: str, value, minimum: float, inclusive: bool) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and math.isfinite(value):
+        if value > minimum or (inclusive and value == minimum):
+            return
+    bound = f"{minimum:g} or more" if inclusive else f"more than {minimum:g}"
+    raise ConfigurationError(
+        f"EngineOptions.{name} must be a number of seconds, {bound}, "
+        f"not {value!r}"
+    )
+
+
+def _check_whole(name: str, value, minimum: int) -> None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= minimum:
+        return
+    raise ConfigurationError(
+        f"EngineOptions.{name} must be a whole number, {minimum} or more, "
+        f"not {value!r}"
+    )
+
 
 def database_url(url: Optional[str] = None) -> str:
-    """The URL to use: the argument, else the environment, else the default."""
-    if url:
-        return url
-    return os.environ.get(ENV_VAR) or DEFAULT_URL
+    """The URL to use: the argument, else the environment, else the default.
+
+    An empty one is refused rather than read as "not given": a deployment
+    whose variable came out empty would otherwise keep its tokens in a
+    file of the working directory.
+    """
+    if url is not None:
+        return _not_empty(url, "the database URL")
+    from_environment = os.environ.get(ENV_VAR)
+    if from_environment is not None:
+        return _not_empty(from_environment, ENV_VAR)
+    return DEFAULT_URL
+
+
+def _not_empty(url, source: str):
+    if isinstance(url, str) and not url.strip():
+        raise ConfigurationError(
+            f"{source} is empty: give a SQLAlchemy URL such as "
+            f"sqlite:///zohooauth.db, or leave it unset for that default"
+        )
+    return url
 
 
 def url_is_configured(url: Optional[str] = None) -> bool:
     """Whether a URL was given rather than falling back to the default."""
-    return bool(url or os.environ.get(ENV_VAR))
+    return url is not None or os.environ.get(ENV_VAR) is not None
 
 
 def is_memory_sqlite(url: URL) -> bool:
@@ -276,16 +338,10 @@ def _sqlite_engine(url: URL, options: EngineOptions, kwargs: dict) -> Engine:
 
 # A pragma takes no bound parameter: the option is checked against these
 # before it is written into one.
-_SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 def _sqlite_synchronous(options: EngineOptions) -> str:
-    value = str(options.sqlite_synchronous).upper()
-    if value not in _SQLITE_SYNCHRONOUS:
-        raise ConfigurationError(
-            f"sqlite_synchronous must be one of {', '.join(_SQLITE_SYNCHRONOUS)}"
-        )
-    return value
+    return str(options.sqlite_synchronous).upper()  # checked by EngineOptions
 
 
 def _use_wal(dbapi_connection, busy_timeout: float) -> None:

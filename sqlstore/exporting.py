@@ -38,12 +38,28 @@ def export_csv(
         that importing the file again gives back the same rows.
     overwrite: replace an existing file instead of refusing to.
     """
-    if not overwrite and os.path.lexists(path):
-        raise ExportError(f"{path} exists; pass --force to replace it")
+    _check_target(path, overwrite)
     with engine.connect() as conn:
         stored = core.read_records(conn)
     _write_atomically(path, _lines(stored, sdk_ids), overwrite)
     return len(stored)
+
+
+def _check_target(path: str, overwrite: bool) -> None:
+    if path == "-":
+        raise ExportError(
+            "export writes a file, not standard output: give it a file name"
+        )
+    if not os.path.lexists(path):
+        return
+    if not overwrite:
+        raise ExportError(f"{path} exists; pass --force to replace it")
+    if os.path.islink(path) or not os.path.isfile(path):
+        # --force replaces a file of tokens, never a device, a pipe, a
+        # directory or what a symbolic link points at.
+        raise ExportError(
+            f"{path} is not a regular file; --force replaces only a regular file"
+        )
 
 
 def _lines(stored: List[TokenRecord], sdk_ids: bool) -> List[List[str]]:

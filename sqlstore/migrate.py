@@ -145,6 +145,20 @@ def downgrade(target: Target = None, revision: str = "-1") -> Optional[str]:
     return _migrate(target, revision, command.downgrade, "downgrade").after
 
 
+def downgrade_drops_table(current_revision: Optional[str], revision: str) -> bool:
+    """Whether downgrading from ``current_revision`` to ``revision`` goes
+    down to base, where the token table and its rows are dropped."""
+    if current_revision is None:
+        return False
+    if revision == "base":
+        return True
+    if revision.startswith("-") and revision[1:].isdigit():
+        script = _script_directory()
+        below = list(script.iterate_revisions(current_revision, "base"))
+        return int(revision[1:]) >= len(below)
+    return False
+
+
 def upgrade_change(target: Target = None, revision: str = "head") -> SchemaChange:
     """``upgrade``, returning the revisions before and after it."""
     return _migrate(target, revision, command.upgrade, "upgrade")

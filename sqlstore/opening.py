@@ -31,6 +31,11 @@ def open_repository(
     """
     if url is not None and engine is not None:
         raise ValueError("pass either url or engine, not both")
+    if not isinstance(options, config.EngineOptions):
+        raise TypeError(
+            "options must be a sqlstore.EngineOptions, "
+            f"not {type(options).__name__}"
+        )
     # Keys first: a bad one fails before any connection is made.
     cipher = crypto.cipher_for(encryption_keys)
     if engine is not None:

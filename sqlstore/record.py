@@ -34,6 +34,9 @@ MAX_LENGTHS = {
 
 _TEXT_FIELDS = tuple(MAX_LENGTHS)
 
+# Zoho's tokens are about 70 characters, its client secrets 42.
+_SHOWN_FROM_LENGTH = 24
+
 # expiry_time is a BIGINT column: a signed 64-bit integer.
 _BIGINT_MAX = 2**63 - 1
 
@@ -179,8 +182,13 @@ def mask_secret(value: Optional[str]) -> str:
     """A secret as it may be shown: four characters, length, fingerprint.
 
     The fingerprint is the start of the value's SHA-256, enough to see that
-    a token changed and nothing to recover it from.
+    a token changed and nothing to recover it from. A value shorter than
+    Zoho's tokens and secrets shows only its length: four of its
+    characters would be much of it, and a short value could be found
+    again from its fingerprint by trying every one.
     """
     if not value:
         return "-"
+    if len(value) < _SHOWN_FROM_LENGTH:
+        return f"…({len(value)} chars)"
     return f"{value[:4]}…({len(value)} chars, #{digest(value)[:6]})"

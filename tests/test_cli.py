@@ -107,3 +107,50 @@ def test_the_demo_shows_the_lifecycle_with_secrets_masked(tmp_path):
     assert (tmp_path / "zohooauth.db").exists()
     assert not (tmp_path / "ignored.db").exists()
     assert not FULL_TOKEN.search(result.stdout + result.stderr)
+
+
+def _saved_tokens(url: str, count: int) -> None:
+    from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+    from zohocrmsdk.src.com.zoho.crm.api.user_signature import UserSignature
+
+    from sqlstore import SqlAlchemyStore
+
+    store = SqlAlchemyStore(url)
+    for number in range(count):
+        token = OAuthToken(
+            client_id="1000.CLIENT",
+            refresh_token=f"1000.refresh.{number:040d}",
+            access_token=f"1000.access.{number:040d}",
+            user_signature=UserSignature(f"user{number}@example.com"),
+        )
+        store.save_token(token)
+    store.close()
+
+
+def test_downgrade_to_base_keeps_tokens_unless_told(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    assert sqlstore("upgrade", "--url", url, cwd=tmp_path).returncode == 0
+    _saved_tokens(url, 3)
+    refused = sqlstore("downgrade", "--url", url, "base", cwd=tmp_path)
+    print(refused.stderr)
+    assert refused.returncode == 1
+    assert "its 3 tokens; pass --yes" in refused.stderr
+    assert "at head" in sqlstore("current", "--url", url, cwd=tmp_path).stdout
+    done = sqlstore("downgrade", "--url", url, "base", "--yes", cwd=tmp_path)
+    assert done.returncode == 0 and "base" in done.stdout
+
+
+@pytest.mark.parametrize("command", [["status"], ["current"], ["list"]])
+def test_a_missing_sqlite_file_is_named_not_created(tmp_path, command):
+    missing = tmp_path / "typo.db"
+    result = sqlstore(*command, "--url", f"sqlite:///{missing}", cwd=tmp_path)
+    assert result.returncode == 1
+    assert f"there is no SQLite file {missing}" in result.stderr
+    assert not missing.exists()
+
+
+def test_an_empty_url_is_refused_not_read_as_the_default(tmp_path):
+    result = sqlstore("status", cwd=tmp_path, env_url=" ")
+    assert result.returncode == 1
+    assert "URL is empty" in result.stderr
+    assert not (tmp_path / "zohooauth.db").exists()

@@ -431,6 +431,24 @@ def test_export_refuses_to_overwrite_without_force(db, tmp_path):
     assert left == []  # no temporary file stays behind
 
 
+def test_export_never_replaces_what_is_not_a_regular_file(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    ok("upgrade", "--url", url)
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    target = tmp_path / "real.csv"
+    target.write_text("keep me")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    for path in (fifo, link, "-"):
+        refused = sqlstore("export", "--url", url, path, "--force")
+        assert refused.exit_code == 1, path
+        assert "regular file" in refused.stderr or "standard output" in refused.stderr
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+    assert os.path.islink(link) and target.read_text() == "keep me"
+    assert not os.path.exists("-")
+
+
 def test_the_sdk_s_file_store_reads_and_extends_an_export(db, tmp_path):
     ok("import", "--url", db.url, "--csv", file_store_csv(tmp_path))
     out = tmp_path / "for-the-sdk.csv"
