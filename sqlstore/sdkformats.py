@@ -104,11 +104,20 @@ class SourceRow:
 # -- the CSV file --------------------------------------------------------------
 
 
+# csv's own limit, 131,072 characters a field, would end the whole import
+# at one oversized field; with this one such a field is read, and its row
+# refused by the length checks like any other too long for its column.
+_CSV_FIELD_LIMIT = 16 * 1024 * 1024
+
+
 def read_csv(path: str) -> Tuple[str, List[SourceRow]]:
     """The header's description and every row of a FileStore file."""
+    reader = None
+    previous_limit = csv.field_size_limit(_CSV_FIELD_LIMIT)
     try:
         with open(path, newline="", encoding="utf-8-sig") as file:
-            return _read_csv_rows(csv.reader(file), path)
+            reader = csv.reader(file)
+            return _read_csv_rows(reader, path)
     except OSError as err:
         raise SourceError(f"cannot read {path}: {err.strerror}") from err
     except UnicodeDecodeError as err:
@@ -117,7 +126,12 @@ def read_csv(path: str) -> Tuple[str, List[SourceRow]]:
             f"{path} is not UTF-8 text (a bad byte at offset {err.start})"
         ) from None
     except csv.Error as err:
-        raise SourceError(f"{path} is not a CSV file the SDK wrote: {err}") from None
+        where = f" (line {reader.line_num})" if reader is not None else ""
+        raise SourceError(
+            f"{path} is not a CSV file the SDK wrote{where}: {err}"
+        ) from None
+    finally:
+        csv.field_size_limit(previous_limit)
 
 
 def _read_csv_rows(reader, path: str) -> Tuple[str, List[SourceRow]]:

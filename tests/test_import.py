@@ -532,3 +532,23 @@ def _run_on_a_terminal(args) -> str:
     os.close(leader)
     assert process.returncode == 0, seen
     return out + seen.decode(errors="replace")
+
+
+def test_a_field_past_csv_s_own_limit_rejects_its_row_alone(tmp_path):
+    url = f"sqlite:///{tmp_path / 'tokens.db'}"
+    ok("upgrade", "--url", url)
+    path = tmp_path / "huge.csv"
+    with open(path, "w", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(CSV_HEADER)
+        for number, refresh in enumerate(["x" * 200_000, "1000.refresh." + "c" * 60]):
+            writer.writerow([
+                str(number + 1), f"user{number}@example.com", "1000.CLIENT",
+                "s" * 42, refresh, "1000.access." + "d" * 60, "",
+                "1798761600000", "", "https://www.zohoapis.com",
+            ])
+    result = report(ok("import", "--url", url, "--csv", path, "--json"))
+    print(result)
+    assert result["imported"] == 1
+    assert [r["where"] for r in result["rejected"]] == ["line 2"]
+    assert "200000 characters" in result["rejected"][0]["reason"]
