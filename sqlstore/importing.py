@@ -126,8 +126,8 @@ class ImportReport:
         lines += [f"rejected: {r.where}: {r.reason}" for r in self.rejected]
         if self.new_ids:
             lines.append(
-                f"new ids: {self.new_ids} rows had an id already used by "
-                "another token, and were given new ones"
+                f"new ids: {_counted(self.new_ids, 'row')} had an id already "
+                "used by another token, and got a new one"
             )
         return lines
 

@@ -49,6 +49,10 @@ GRANT_GRACE = dt.timedelta(hours=1)
 _DELETE_BATCH = 500
 
 
+def _users(count: int) -> str:
+    return "1 user" if count == 1 else f"{count} users"
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -81,10 +85,10 @@ class Status:
         ]
         if self.tokens is not None:
             lines += [
-                f"tokens: {self.tokens} ({self.users} users)",
+                f"tokens: {self.tokens} ({_users(self.users)})",
                 f"access tokens expired: {self.expired}",
                 f"tokens without a refresh token: {self.without_refresh_token} "
-                f"({self.users_without_refresh_token} users)",
+                f"({_users(self.users_without_refresh_token)})",
             ]
         return lines + self.notes
 
