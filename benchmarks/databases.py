@@ -116,7 +116,8 @@ def reset_our_table(url: str) -> None:
     engine = create_store_engine(url)
     try:
         with engine.begin() as conn:
-            for name in (settings.OURS_TABLE, migrate.VERSION_TABLE):
+            tables = (CLAIM_TABLE_NAME, settings.OURS_TABLE, migrate.VERSION_TABLE)
+            for name in tables:
                 conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
         migrate.upgrade(engine)
     finally:

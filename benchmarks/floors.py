@@ -35,6 +35,9 @@ _UPDATED = (
     "refresh_token_digest",
     "expiry_time",
     "updated_at",
+    # As our saves do, a refresh ends any lease on the row.
+    "lease_owner",
+    "lease_until",
 )
 _INSERTED = [name for name in COLUMNS if name != "grant_token_digest"]
 _INSERTED.remove("grant_token")
@@ -148,6 +151,8 @@ class Floor(Subject):
             "expiry_time": spec.expiry,
             "created_at": now,
             "updated_at": now,
+            "lease_owner": None,
+            "lease_until": None,
         }
         cursor = self.connection.cursor()
         try:
