@@ -43,6 +43,8 @@ logging.getLogger(f"sqlalchemy.engine.Engine.{ENGINE_LOGGING_NAME}").addFilter(
 )
 
 
+log = logging.getLogger(__name__)
+
 _SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
@@ -94,6 +96,14 @@ class EngineOptions:
             _check_number(name, getattr(self, name), minimum=0, inclusive=False)
         _check_number("lease_seconds", self.lease_seconds, minimum=0, inclusive=False)
         _check_number("lease_wait", self.lease_wait, minimum=0, inclusive=True)
+        if self.leases and self.lease_wait < self.lease_seconds:
+            log.warning(
+                "EngineOptions.lease_wait (%g s) is shorter than lease_seconds "
+                "(%g s): when a lease holder dies, every waiter gives up and "
+                "refreshes on its own before the lease can be taken over",
+                self.lease_wait,
+                self.lease_seconds,
+            )
         _check_whole("pool_size", self.pool_size, minimum=1)
         _check_whole("pool_recycle", self.pool_recycle, minimum=-1)
         if not isinstance(self.leases, bool):
@@ -108,15 +118,21 @@ class EngineOptions:
             )
 
 
+# The longest any of the time options may be: drivers and kernels refuse
+# longer ones (Linux's TCP keepalive idle time stops at 32,767 s, which is
+# derived from statement_timeout), and none is meant to be over a day.
+_MAX_SECONDS = 86_400
+
+
 def _check_number(name: str, value, minimum: float, inclusive: bool) -> None:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if number and math.isfinite(value):
+    if number and math.isfinite(value) and value <= _MAX_SECONDS:
         if value > minimum or (inclusive and value == minimum):
             return
     bound = f"{minimum:g} or more" if inclusive else f"more than {minimum:g}"
     raise ConfigurationError(
-        f"EngineOptions.{name} must be a number of seconds, {bound}, "
-        f"not {value!r}"
+        f"EngineOptions.{name} must be a number of seconds, {bound} and at "
+        f"most {_MAX_SECONDS:,}, not {value!r}"
     )
 
 

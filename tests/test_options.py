@@ -22,6 +22,9 @@ from sqlstore.record import mask_secret
         ("leases", "yes"),
         ("lease_seconds", 0),
         ("lease_wait", -1),
+        ("statement_timeout", 100_000),
+        ("connect_timeout", 1e12),
+        ("lease_seconds", 1e12),
     ],
 )
 def test_an_option_out_of_range_is_refused_by_name(field, value):
@@ -54,3 +57,12 @@ def test_a_long_secret_shows_four_characters_and_a_fingerprint():
     token = "1000." + "a1b2" * 20
     shown = mask_secret(token)
     assert shown.startswith("1000…(85 chars, #") and token[4:] not in shown
+
+
+def test_a_wait_shorter_than_the_lease_is_warned_of(caplog):
+    EngineOptions(lease_seconds=10, lease_wait=2)
+    assert "lease_wait (2 s) is shorter than lease_seconds (10 s)" in caplog.text
+    caplog.clear()
+    EngineOptions(lease_seconds=10, lease_wait=2, leases=False)
+    EngineOptions()
+    assert caplog.text == ""
