@@ -25,11 +25,25 @@ CLAIMS = "oauthtoken_claim"
 
 
 def upgrade() -> None:
+    # MySQL commits each DDL statement at once, and the new revision number
+    # only after the last: a run cut short in between leaves these columns
+    # and this table in place under the old number. Each step is skipped
+    # when already done, so that the next run finishes the job.
+    if op.get_context().as_sql:  # SQL written out (--sql): nothing to look at
+        columns, claims_exist = set(), False
+    else:
+        present = sa.inspect(op.get_bind())
+        columns = {column["name"] for column in present.get_columns(TABLE)}
+        claims_exist = present.has_table(CLAIMS)
     # Batch mode, for SQLite: it adds columns in place, but before 3.35
     # cannot drop one, and then Alembic copies the table instead.
     with op.batch_alter_table(TABLE) as batch:
-        batch.add_column(sa.Column("lease_owner", sa.String(length=36)))
-        batch.add_column(sa.Column("lease_until", sa.BigInteger()))
+        if "lease_owner" not in columns:
+            batch.add_column(sa.Column("lease_owner", sa.String(length=36)))
+        if "lease_until" not in columns:
+            batch.add_column(sa.Column("lease_until", sa.BigInteger()))
+    if claims_exist:
+        return
     op.create_table(
         CLAIMS,
         sa.Column("grant_token_digest", sa.String(length=64), nullable=False),
