@@ -58,7 +58,7 @@ SECRET = "client-secret-" + "c" * 28
 DOMAIN = "https://www.zohoapis.com"
 SAME_USERS = [f"same{n}@example.com:7000001" for n in range(4)]
 REFRESHED_USER = "refreshed@example.com:7000001"
-EPOCH_MS = 1767225600000
+EPOCH_MS = 4102444800000
 # Seconds one race may take before the test gives up on it: far above the
 # few seconds a race takes, and below any CI job's limit.
 DEADLINE = 120.0

@@ -42,7 +42,7 @@ def make_token(
         user_signature=UserSignature(user) if user is not None else None,
         api_domain=domain,
     )
-    token.set_expires_in("1767225600000" if expires == "new" else expires)
+    token.set_expires_in("4102444800000" if expires == "new" else expires)
     return token
 
 

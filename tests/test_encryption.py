@@ -57,7 +57,7 @@ def sdk_token(n: int, **overrides) -> OAuthToken:
         api_domain=DOMAIN,
         **values_for(n),
     )
-    token.set_expires_in(str(1767225600000 + n))
+    token.set_expires_in(str(4102444800000 + n))
     for name, value in overrides.items():
         getattr(token, f"set_{name}")(value)
     return token

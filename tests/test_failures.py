@@ -38,7 +38,7 @@ def known_token() -> OAuthToken:
         access_token=ACCESS,
         user_signature=UserSignature("ada@example.com:1"),
     )
-    token.set_expires_in("1767225600000")
+    token.set_expires_in("4102444800000")
     return token
 
 

@@ -69,7 +69,7 @@ def known_token(**overrides) -> OAuthToken:
         user_signature=UserSignature(USER),
         api_domain="https://www.zohoapis.com",
     )
-    token.set_expires_in("1767225600000")
+    token.set_expires_in("4102444800000")
     for name, value in overrides.items():
         getattr(token, f"set_{name}")(value)
     return token
@@ -815,7 +815,7 @@ def hostile_token(payload: str, n: int) -> OAuthToken:
         user_signature=UserSignature(payload),
         api_domain=payload,
     )
-    token.set_expires_in(str(1767225600000 + n))
+    token.set_expires_in(str(4102444800000 + n))
     return token
 
 

@@ -293,7 +293,7 @@ def decoy_token() -> OAuthToken:
         user_signature=UserSignature(f"decoy-{mark}@example.invalid:1"),
         api_domain="https://decoy.example.invalid",
     )
-    token.set_expires_in("1767225600000")
+    token.set_expires_in("4102444800000")
     return token
 
 
@@ -310,7 +310,7 @@ TYPICAL = {
     "redirect_url": "https://app.example.com/oauth/callback",
     "api_domain": "https://www.zohoapis.com",
     "user_name": " Ada@Example.com:7000001 ",
-    "expires_in": "1767225600000",
+    "expires_in": "4102444800000",
 }
 HOSTILE = {
     "id": "' OR '1'='1 %_\\",
@@ -530,7 +530,7 @@ class Model:
             "access_token": self.fresh("access"),
             "refresh_token": self.fresh("refresh"),
             "grant_token": self.fresh("grant") if with_grant else None,
-            "expires_in": str(1767225600000 + self.serial),
+            "expires_in": str(4102444800000 + self.serial),
         }
         if caller_id is not None:
             caller_id = f"{caller_id}{self.serial}"

@@ -74,7 +74,7 @@ def seed(url: str, keys, users: int) -> list:
         for n in range(users):
             user = f"rekey{n}@example.com:7000001"
             refresh, access = new_value("refresh"), new_value("access")
-            token = full_token(user, refresh, access, "1767225600000")
+            token = full_token(user, refresh, access, "4102444800000")
             token.set_grant_token(new_value("grant"))
             store.save_token(token)
             made.append((user, token.get_id(), refresh, access))
@@ -248,7 +248,7 @@ def app_worker(url, keys, owned, barrier, stop, results) -> None:
                 if problem:
                     problems.append(f"{user}: {problem}")
             else:
-                access, expires = new_value("access"), str(1767225600000 + n)
+                access, expires = new_value("access"), str(4102444800000 + n)
                 if n % 3 == 0:  # the SDK's refresh: the whole token, by id
                     token = full_token(user, refresh, access, expires, row_id)
                 else:  # only what Zoho's refresh answer carries
