@@ -12,9 +12,10 @@ import rejects, and adopted from an SDK table.
 from __future__ import annotations
 
 import csv
+import sys
 
 import pytest
-from click.testing import CliRunner
+from commands import runner
 from sandboxes import PERSISTENT, create_sdk_table, insert_sdk_rows, own_database
 from sqlalchemy.engine import make_url
 from test_hygiene import (
@@ -43,6 +44,9 @@ BAD_ROWS = [
     ["23", "bad3@example.com", CLIENT, SECRET, REFRESH, ACCESS, "", ACCESS, "", ""],
     ["24", USER, CLIENT, SECRET],
 ]  # fmt: skip
+if sys.version_info < (3, 11):
+    # csv before 3.11 refuses a file with a NUL anywhere, before any row.
+    BAD_ROWS = [row for row in BAD_ROWS if "\x00" not in "".join(row)]
 
 
 @pytest.fixture(params=PERSISTENT)
@@ -59,7 +63,7 @@ class Commands:
         self.count = 0
 
     def __call__(self, *args, status=0):
-        result = CliRunner().invoke(
+        result = runner().invoke(
             cli, ["-v", *map(str, args)], env={"SQLSTORE_DATABASE_URL": None}
         )
         self.count += 1
@@ -73,7 +77,7 @@ class Commands:
         ):
             self.captured.exception(result.exception)
         print(f"$ sqlstore {name} -> {result.exit_code}: {result.stderr.strip()[:200]}")
-        assert result.exit_code == status, (args, result.output)
+        assert result.exit_code == status, (args, result.stdout + result.stderr)
         if status == 1:
             lines = result.stderr.strip().splitlines()
             assert len(lines) == 1 and lines[0].startswith("error: "), lines

@@ -135,7 +135,7 @@ class Captured:
                 getattr(item, "cause", None),
                 getattr(item, "orig", None),
             ]
-        text = "".join(traceback.format_exception(err))
+        text = "".join(traceback.format_exception(type(err), err, err.__traceback__))
         self.texts.append((f"traceback of {type(err).__name__}", text))
 
     def objects(self, *objects) -> None:

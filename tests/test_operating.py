@@ -14,8 +14,7 @@ import json
 import re
 
 import pytest
-from click.testing import CliRunner
-from commands import ok, sqlstore
+from commands import ok, runner, sqlstore
 from sandboxes import PERSISTENT, create_sdk_table, own_database
 from sqlalchemy import update
 
@@ -237,6 +236,6 @@ def test_an_in_memory_database_is_refused(tmp_path):
 
 
 def test_the_url_comes_from_the_environment(db):
-    result = CliRunner().invoke(cli, ["status"], env={"SQLSTORE_DATABASE_URL": db.url})
+    result = runner().invoke(cli, ["status"], env={"SQLSTORE_DATABASE_URL": db.url})
     print(result.output)
     assert result.exit_code == 0 and "tokens: 8 (8 users)" in result.stdout

@@ -84,15 +84,15 @@ def test_without_the_keys_the_commands_say_the_rows_are_encrypted(
     for command in (["list"], ["export", str(tmp_path / "out.csv")]):
         result = sqlstore(*command, "--url", db.url)
         assert result.exit_code == 1, command
-        assert "encrypted" in result.output and crypto.ENV_VAR in result.output
-        assert key not in result.output
+        assert "encrypted" in result.stderr and crypto.ENV_VAR in result.stderr
+        assert key not in result.stderr
     assert not (tmp_path / "out.csv").exists()
 
     # A second import without keys must not lay plain text beside the
     # ciphertext, nor take the encrypted rows for different tokens.
     again = sqlstore("import", "--url", db.url, "--csv", source_csv(tmp_path))
     assert again.exit_code == 1
-    assert "encrypted" in again.output
+    assert "encrypted" in again.stderr
 
 
 def test_a_wrong_key_is_refused_by_the_commands(db, tmp_path, key, monkeypatch):
@@ -102,5 +102,5 @@ def test_a_wrong_key_is_refused_by_the_commands(db, tmp_path, key, monkeypatch):
 
     result = sqlstore("list", "--url", db.url)
     assert result.exit_code == 1
-    assert "key" in result.output
-    assert key not in result.output and other not in result.output
+    assert "key" in result.stderr
+    assert key not in result.stderr and other not in result.stderr
