@@ -88,8 +88,9 @@ def csv_file(path) -> str:
     with open(path, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(CSV_HEADER)
+        # Expiring after the stored token, so that the import updates it.
         writer.writerow(["20", USER, CLIENT, SECRET, REFRESH, ACCESS, GRANT,
-                         "1767225600000", "https://app.example.com/cb",
+                         "4102444860000", "https://app.example.com/cb",
                          "https://www.zohoapis.com"])  # fmt: skip
         writer.writerows(BAD_ROWS)
     return str(path)

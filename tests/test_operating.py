@@ -107,6 +107,7 @@ def test_status_counts_what_is_stored(db):
 
 
 def test_status_of_a_database_without_the_table(tmp_path):
+    (tmp_path / "empty.db").touch()  # an empty SQLite file: a database, no table
     url = f"sqlite:///{tmp_path / 'empty.db'}"
     result = ok("status", "--url", url)
     assert "schema: no token table" in result.stdout
@@ -219,6 +220,7 @@ def test_prune_by_age(db):
     ids=lambda c: c[0],
 )
 def test_commands_say_when_the_table_is_not_ready(tmp_path, command):
+    (tmp_path / "empty.db").touch()
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     missing = sqlstore(*command, "--url", empty)
     with own_database("sqlite-file", tmp_path) as database:
