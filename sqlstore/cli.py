@@ -158,12 +158,10 @@ def _refuse_to_drop_tokens(target: str, revision: str) -> None:
     state = migrate.schema_state(target)
     if not migrate.downgrade_drops_table(state.current, revision):
         return
-    from sqlalchemy import func, select
+    from .core import tool_repository
 
-    from .model import oauthtoken
-
-    with _engine(target, ready=False) as engine, engine.connect() as conn:
-        held = conn.execute(select(func.count()).select_from(oauthtoken)).scalar()
+    with _engine(target, ready=False) as engine:
+        held = tool_repository(engine).count()
     if held:
         raise OneLineError(
             f"downgrading to {revision} drops the token table of "

@@ -455,7 +455,7 @@ def read_records(
     conn: Connection, cipher: Optional[Cipher] = None
 ) -> List[TokenRecord]:
     """Every stored record, oldest first, opened with the cipher."""
-    cipher = cipher or crypto.cipher_for(None)
+    cipher = _or_environment(cipher)
     return [cipher.open(_to_record(row)) for row in conn.execute(_SELECT_ALL)]
 
 
@@ -471,7 +471,7 @@ def insert_records(
     """
     if not batch:
         return []
-    cipher = cipher or crypto.cipher_for(None)
+    cipher = _or_environment(cipher)
     rows = [_insert_values(record, cipher.seal(record)) for record in batch]
     # One shape for every row of an executemany: columns a record leaves
     # empty are written as NULL, which is what a new row holds anyway.
@@ -491,9 +491,13 @@ def overwrite_record(
     Unlike a save, this does not keep a newer authorization: the caller
     has decided the record replaces it. False when the row is gone.
     """
-    sealed = (cipher or crypto.cipher_for(None)).seal(record)
+    sealed = _or_environment(cipher).seal(record)
     parameters = dict(_changed_values(record, sealed), row_id=row_id)
     return conn.execute(_UPDATE_BY_ID, parameters).rowcount > 0
+
+
+def _or_environment(cipher: Optional[Cipher]) -> Cipher:
+    return cipher if cipher is not None else crypto.cipher_for(None)
 
 
 def _insert(conn: Connection, record: TokenRecord, sealed) -> str:

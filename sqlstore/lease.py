@@ -33,7 +33,6 @@ exactly as the SDK decides it.
 from __future__ import annotations
 
 import logging
-import math
 import random
 import threading
 import time
@@ -121,26 +120,16 @@ _CLAIM_VALUES = {
 
 @dataclass(frozen=True)
 class LeaseSettings:
-    """The lease options, checked: lease length and wait bound."""
+    """The lease options, as the leases use them: lease length and wait."""
 
     lease_ms: int
     wait: float
 
     @classmethod
     def from_options(cls, options: EngineOptions) -> LeaseSettings:
-        lease = _seconds("lease_seconds", options.lease_seconds, positive=True)
-        wait = _seconds("lease_wait", options.lease_wait, positive=False)
-        return cls(lease_ms=max(1, round(lease * 1000)), wait=wait)
-
-
-def _seconds(name: str, value, positive: bool) -> float:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number or not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "greater than 0" if positive else "0 or more"
-        raise errors.ConfigurationError(
-            f"EngineOptions.{name} must be a number of seconds {bound}, not {value!r}"
-        )
-    return float(value)
+        # EngineOptions has checked both when it was made.
+        lease_ms = max(1, round(options.lease_seconds * 1000))
+        return cls(lease_ms=lease_ms, wait=float(options.lease_wait))
 
 
 def leases_for(repository: TokenRepository, options: EngineOptions) -> Optional[Leases]:

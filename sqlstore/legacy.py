@@ -25,6 +25,7 @@ from sqlalchemy.engine import Engine
 from . import config, crypto, errors
 from . import record as records
 from .opening import open_repository
+from .adapting import PLAIN_FIELDS, TOKEN_STORE, checked_token, guarded
 from .expiry import parse_expires_in
 from .record import TokenRecord
 from .sdkversions import legacy_sdk_import_problem, legacy_zcrmsdk_problem
@@ -47,18 +48,6 @@ TokenType = getattr(_sdk_token, "TokenType", None)
 
 log = logging.getLogger(__name__)
 
-TOKEN_STORE = "TOKEN_STORE"
-
-# The token fields that are the record's fields of the same name.
-_PLAIN_FIELDS = (
-    "id",
-    "client_id",
-    "client_secret",
-    "refresh_token",
-    "access_token",
-    "grant_token",
-    "redirect_url",
-)
 # A found row stands for the user's current authorization: these replace
 # what the token was configured with, as the SDK's own stores do. The
 # others are filled only where the token has none.
@@ -255,7 +244,7 @@ def _user_name(user) -> str:
 
 def to_record(token) -> TokenRecord:
     """The record of an SDK token; expires_in is parsed to milliseconds."""
-    values = {name: _get(token, name) for name in _PLAIN_FIELDS}
+    values = {name: _get(token, name) for name in PLAIN_FIELDS}
     values["user_name"] = _get(token, "user_mail")
     values["expiry_time"] = parse_expires_in(_get(token, "expires_in"))
     return TokenRecord(**values)
@@ -280,7 +269,7 @@ def to_token(record: TokenRecord):
 
 def fill_token(token, record: TokenRecord) -> None:
     """Set the row's authorization on the token, and what else it lacks."""
-    for name in _PLAIN_FIELDS:
+    for name in PLAIN_FIELDS:
         value = getattr(record, name)
         if value is None:
             continue
@@ -297,21 +286,9 @@ def fill_token(token, record: TokenRecord) -> None:
 
 
 def _checked_token(token):
-    if not isinstance(token, OAuthToken):
-        raise TypeError(
-            "expected a zcrmsdk OAuthToken, got "
-            f"{type(token).__module__}.{type(token).__name__}"
-        )
-    return token
+    return checked_token(token, OAuthToken, "zcrmsdk")
 
 
 def _guarded(operation, *args):
     """Run a repository call, raising database failures the SDK's way."""
-    try:
-        return operation(*args)
-    except (
-        errors.StoreDatabaseError,
-        errors.SchemaError,
-        errors.DecryptionError,
-    ) as err:
-        raise LegacyTokenStoreError(str(err), err.__cause__ or err) from err
+    return guarded(LegacyTokenStoreError, operation, *args)

@@ -16,14 +16,12 @@ one line of JSON, as ``sqlstore.scenario`` does.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
-from dataclasses import asdict
 from typing import Optional
 
-from .scenario import LEAD_FIELDS, Outcome
+from .scenario import Outcome, main, read_leads, sdk_environment
 
 
 def run(
@@ -59,14 +57,14 @@ def run(
         )
         Initializer.initialize(
             user=UserSignature(user_name),
-            environment=_environment(zoho_url, TOKEN_PATH),
+            environment=sdk_environment("zcrmsdk", zoho_url, TOKEN_PATH),
             token=token,
             store=store,
             sdk_config=SDKConfig(auto_refresh_fields=False),
             resource_path=resource_path,
             logger=logger,
         )
-        count = _read_leads()
+        count = read_leads("zcrmsdk")
     return Outcome(
         records=count,
         user_name=legacy._get(token, "user_mail"),
@@ -97,45 +95,5 @@ def _token(client_id, client_secret, grant_token, refresh_token, token_id):
     )
 
 
-def _environment(zoho_url: str, token_path: str):
-    from zcrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
-
-    from .sdkversions import environment_takes_name
-
-    arguments = [zoho_url, zoho_url + token_path, zoho_url]
-    if environment_takes_name(DataCenter.Environment):
-        # 2.x puts the name into the ids it makes for new tokens.
-        arguments.append("standin")
-    return DataCenter.Environment(*arguments)
-
-
-def _read_leads() -> int:
-    from zcrmsdk.src.com.zoho.crm.api import ParameterMap
-    from zcrmsdk.src.com.zoho.crm.api.record import (
-        GetRecordsParam,
-        RecordOperations,
-        ResponseWrapper,
-    )
-
-    params = ParameterMap()
-    params.add(GetRecordsParam.fields, LEAD_FIELDS)
-    response = RecordOperations().get_records("Leads", params)
-    if response is None or not isinstance(response.get_object(), ResponseWrapper):
-        status = response.get_status_code() if response is not None else "none"
-        raise RuntimeError(f"reading Leads failed (HTTP status {status})")
-    return len(response.get_object().get_data())
-
-
-def main() -> int:
-    arguments = json.loads(sys.stdin.read())
-    try:
-        outcome = run(**arguments)
-    except Exception as err:  # reported to the parent as one line
-        print(f"{type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    print(json.dumps(asdict(outcome)))
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(run))

@@ -16,13 +16,14 @@ given, holds ``EngineOptions`` fields for the store (``{"leases": false}``).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import json
 import os
 import sys
 import tempfile
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 LEAD_FIELDS = "Last_Name,Company,Email"
 
@@ -87,12 +88,12 @@ def _run_sdk(zoho_url: str, token_values: dict, user_name, store) -> Outcome:
     )
     with tempfile.TemporaryDirectory() as resource_path:
         Initializer.initialize(
-            environment=_environment(zoho_url, TOKEN_PATH),
+            environment=sdk_environment("zohocrmsdk", zoho_url, TOKEN_PATH),
             token=token,
             store=store,
             resource_path=resource_path,
         )
-        count = _read_leads()
+        count = read_leads("zohocrmsdk")
     signature = token.get_user_signature()
     return Outcome(
         records=count,
@@ -101,32 +102,34 @@ def _run_sdk(zoho_url: str, token_values: dict, user_name, store) -> Outcome:
     )
 
 
-def _environment(zoho_url: str, token_path: str):
-    from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
-
+def sdk_environment(package: str, zoho_url: str, token_path: str):
+    """A data centre of the SDK ``package`` (zohocrmsdk or zcrmsdk) whose
+    accounts and CRM servers are the stand-in at ``zoho_url``."""
     from .sdkversions import environment_takes_name
 
+    module = f"{package}.src.com.zoho.crm.api.dc.data_center"
+    environment = importlib.import_module(module).DataCenter.Environment
     arguments = [zoho_url, zoho_url + token_path, zoho_url]
-    if environment_takes_name(DataCenter.Environment):
+    if environment_takes_name(environment):
+        # zohocrmsdk 6.0 on and zcrmsdk 2.x name it; 2.x puts the name into
+        # the ids it makes for new tokens.
         arguments.append("standin")
-    return DataCenter.Environment(*arguments)
+    return environment(*arguments)
 
 
-def _read_leads() -> int:
-    from zohocrmsdk.src.com.zoho.crm.api import ParameterMap
-    from zohocrmsdk.src.com.zoho.crm.api.record import (
-        GetRecordsParam,
-        RecordOperations,
-        ResponseWrapper,
-    )
-
-    params = ParameterMap()
-    params.add(GetRecordsParam.fields, LEAD_FIELDS)
-    if inspect.signature(RecordOperations).parameters:
-        response = RecordOperations("Leads").get_records(params)
-    else:  # zohocrmsdk5-0 names the module on each call
-        response = RecordOperations().get_records("Leads", params)
-    if response is None or not isinstance(response.get_object(), ResponseWrapper):
+def read_leads(package: str) -> int:
+    """Read Leads once through the SDK ``package``; how many came back."""
+    api = importlib.import_module(f"{package}.src.com.zoho.crm.api")
+    record = importlib.import_module(f"{package}.src.com.zoho.crm.api.record")
+    params = api.ParameterMap()
+    params.add(record.GetRecordsParam.fields, LEAD_FIELDS)
+    if inspect.signature(record.RecordOperations).parameters:
+        response = record.RecordOperations("Leads").get_records(params)
+    else:  # zohocrmsdk5-0 and the zcrmsdk family name the module on each call
+        response = record.RecordOperations().get_records("Leads", params)
+    if response is None or not isinstance(
+        response.get_object(), record.ResponseWrapper
+    ):
         status = response.get_status_code() if response is not None else "none"
         raise RuntimeError(f"reading Leads failed (HTTP status {status})")
     return len(response.get_object().get_data())
@@ -163,10 +166,11 @@ def run_in_new_interpreter(
     return Outcome(**json.loads(lines[-1]))
 
 
-def main() -> int:
+def main(run_scenario: Optional[Callable[..., Outcome]] = None) -> int:
+    """Run the scenario on the JSON arguments read from stdin."""
     arguments = json.loads(sys.stdin.read())
     try:
-        outcome = run(**arguments)
+        outcome = (run_scenario or run)(**arguments)
     except Exception as err:  # reported to the parent as one line
         print(f"{type(err).__name__}: {err}", file=sys.stderr)
         return 1

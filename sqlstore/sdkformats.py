@@ -63,18 +63,10 @@ _RECORD_FIELD = {
     "user_mail": "user_name",
     "redirect_uri": "redirect_url",
 }
-# The columns of the SDK's MySQL table, in the order DBStore reads them.
-TABLE_COLUMNS = (
-    "id",
-    "user_name",
-    "client_id",
-    "client_secret",
-    "refresh_token",
-    "access_token",
-    "grant_token",
-    "expiry_time",
-    "redirect_url",
-    "api_domain",
+# The columns of the SDK's MySQL table, in the order DBStore reads them:
+# the file's, where the table says url.
+TABLE_COLUMNS = tuple(
+    "redirect_url" if name == "redirect_uri" else name for name in CSV_HEADER
 )
 _REQUIRED_TABLE_COLUMNS = frozenset(TABLE_COLUMNS) - {"user_name", "api_domain"}
 # Columns of sqlstore's own table, which shares the SDK's column names.

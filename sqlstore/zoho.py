@@ -14,6 +14,7 @@ from typing import List, Optional
 from sqlalchemy.engine import Engine
 
 from . import config, crypto, errors, lease
+from .adapting import PLAIN_FIELDS, TOKEN_STORE, checked_token, guarded
 from .expiry import parse_expires_in
 from .opening import open_repository
 from .record import TokenRecord
@@ -32,21 +33,9 @@ except ImportError as err:  # pragma: no cover - exercised without the SDK
 
 log = logging.getLogger(__name__)
 
-# The SDK's error code for a failing token store.
-TOKEN_STORE = "TOKEN_STORE"
-
 # Token fields copied one for one: the SDK's getter/setter suffix is the
 # record's field name.
-_PLAIN_FIELDS = (
-    "id",
-    "client_id",
-    "client_secret",
-    "refresh_token",
-    "access_token",
-    "grant_token",
-    "redirect_url",
-    "api_domain",
-)
+_PLAIN_FIELDS = PLAIN_FIELDS + ("api_domain",)
 # (field, getter, setter), named once: the mapping runs on every API call.
 _ACCESSORS = tuple((name, f"get_{name}", f"set_{name}") for name in _PLAIN_FIELDS)
 
@@ -198,22 +187,9 @@ def fill_token(token: OAuthToken, record: TokenRecord) -> None:
 
 
 def _checked_token(token) -> OAuthToken:
-    if not isinstance(token, OAuthToken):
-        raise TypeError(
-            "expected a zohocrmsdk OAuthToken, got "
-            f"{type(token).__module__}.{type(token).__name__}"
-        )
-    return token
+    return checked_token(token, OAuthToken, "zohocrmsdk")
 
 
 def _guarded(operation, *args):
     """Run a repository call, raising database failures the SDK's way."""
-    try:
-        return operation(*args)
-    except (
-        errors.StoreDatabaseError,
-        errors.SchemaError,
-        errors.DecryptionError,
-    ) as err:
-        raise TokenStoreError(str(err), err.__cause__ or err) from err
-
+    return guarded(TokenStoreError, operation, *args)
